@@ -1,0 +1,127 @@
+"""One agent call for one cell: messages -> model -> tool rounds -> validated output.
+
+An invalid reply goes back to the model with the validation errors (bounded repairs); tool
+calls are executed by the `ToolRunner` the engine hands in (permissions, ledger, approval
+live there). Nothing here knows about DuckDB or litellm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentctl.errors import AgentctlError, OutputInvalid
+from agentctl.llm.caller import CellUsage, ModelCaller, Route
+from agentctl.llm.types import LLMRequest, LLMResponse, ToolCallRequest
+
+
+class ToolRunner(Protocol):
+    """Executes the tool calls a model asked for; returns one result text per call."""
+
+    def offered(self, agent: str) -> list[dict]: ...
+
+    def side_effect_names(self, agent: str) -> set[str]: ...
+
+    async def run(self, calls: list[ToolCallRequest], *, agent: str, stage_id: str,
+                  item_key: str, llm_call_id: str | None, approval: str) -> list[str]: ...
+
+
+class CellFailed(AgentctlError):
+    """The cell could not produce a valid output; recorded as a failed cell."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class AgentTask:
+    stage_id: str
+    agent: str
+    system: str
+    prompt: str
+    route: Route
+    schema: dict[str, Any]
+    parse: Any                    # callable(text) -> dict, raises OutputInvalid
+    max_repairs: int = 2
+    max_tool_rounds: int = 5
+    approval: str = "required"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def output_instructions(schema: dict[str, Any]) -> str:
+    return ("Reply with one JSON object (no prose, no code fences) that matches this JSON "
+            f"schema:\n{json.dumps(schema, separators=(',', ':'))}")
+
+
+async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
+                    tools: ToolRunner | None = None, priority: float = 0.0) -> dict[str, Any]:
+    system = (task.system.rstrip() + "\n\n" if task.system else "") + output_instructions(task.schema)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system},
+                                      {"role": "user", "content": task.prompt}]
+    offered = tools.offered(task.agent) if tools is not None else []
+    if offered:
+        task.meta["side_effect_tools"] = tools.side_effect_names(task.agent)  # type: ignore[union-attr]
+    response_format = {"type": "json_schema",
+                       "json_schema": {"name": f"{task.stage_id}_output", "schema": task.schema,
+                                       "strict": False}}
+    repairs = 0
+    rounds = 0
+    purpose = "initial"
+
+    def check(resp: LLMResponse) -> Any:
+        if resp.tool_calls:
+            return None
+        return task.parse(resp.content or "")
+
+    while True:
+        req = LLMRequest(alias=task.route.alias, model=task.route.model, messages=list(messages),
+                         params=dict(task.route.params), response_format=response_format,
+                         tools=offered or None, meta=task.meta)
+        try:
+            resp = await caller.call(req, usage=usage, purpose=purpose, priority=priority, check=check)
+        except OutputInvalid as exc:
+            if repairs >= task.max_repairs:
+                raise CellFailed(f"output invalid after {repairs} repair(s): {exc}",
+                                 "OutputInvalid") from exc
+            repairs += 1
+            purpose = "repair"
+            bad = req_reply_text(exc)
+            messages.append({"role": "assistant", "content": bad})
+            messages.append({"role": "user", "content":
+                             f"Your reply did not match the required output schema:\n{exc}\n"
+                             "Reply again with only the corrected JSON object."})
+            continue
+        if resp.tool_calls:
+            if tools is None or not offered:
+                # the model asked for tools it was never offered: tell it, count as a round
+                results = [json.dumps({"error": f"tool '{c.name}' is not available to this agent"})
+                           for c in resp.tool_calls]
+            else:
+                results = None
+            rounds += 1
+            if rounds > task.max_tool_rounds:
+                raise CellFailed(
+                    f"agent '{task.agent}' still asked for tools after max_tool_rounds="
+                    f"{task.max_tool_rounds}; raise max_tool_rounds on the agent or narrow its task",
+                    "ToolRoundsExceeded")
+            messages.append({"role": "assistant", "content": resp.content,
+                             "tool_calls": [{"id": c.id, "type": "function",
+                                             "function": {"name": c.name, "arguments": c.arguments}}
+                                            for c in resp.tool_calls]})
+            if results is None:
+                results = await tools.run(resp.tool_calls, agent=task.agent,  # type: ignore[union-attr]
+                                          stage_id=task.stage_id,
+                                          item_key=str(task.meta.get("item_key")),
+                                          llm_call_id=resp.call_id, approval=task.approval)
+            for c, text in zip(resp.tool_calls, results):
+                messages.append({"role": "tool", "tool_call_id": c.id, "content": text})
+            purpose = "tool_round"
+            continue
+        return resp.checked
+
+
+def req_reply_text(exc: OutputInvalid) -> str:
+    return getattr(exc, "reply_text", None) or "(invalid reply)"
+

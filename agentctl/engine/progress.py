@@ -1,0 +1,83 @@
+"""Live counters per stage, read by the progress display and the final summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageCounters:
+    stage_id: str
+    kind: str = "agent"
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    filtered: int = 0
+    awaiting: int = 0
+    in_flight: int = 0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped + self.filtered + self.awaiting
+
+
+@dataclass
+class RunProgress:
+    stages: dict[str, StageCounters] = field(default_factory=dict)
+    items_admitted: int = 0
+    items_total: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    tool_calls: int = 0
+    mock: bool = False
+
+    def add_stage(self, stage_id: str, kind: str) -> None:
+        self.stages[stage_id] = StageCounters(stage_id, kind)
+
+    def count(self, stage_id: str, status: str) -> None:
+        c = self.stages[stage_id]
+        if status == "awaiting_approval":
+            c.awaiting += 1
+        else:
+            setattr(c, status, getattr(c, status) + 1)
+
+    def usage(self, stage_id: str | None, resp) -> None:
+        if stage_id not in self.stages:
+            return
+        c = self.stages[stage_id]
+        c.calls += 1
+        if resp is None:
+            return
+        c.input_tokens += resp.input_tokens
+        c.output_tokens += resp.output_tokens
+        if resp.cost_usd is None:
+            c.unpriced_calls += 1
+        else:
+            c.cost_usd += resp.cost_usd
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def totals(self) -> dict:
+        s = self.stages.values()
+        return {
+            "items": self.items_admitted,
+            "cells": sum(c.done for c in s),
+            "ok": sum(c.ok for c in s),
+            "failed": sum(c.failed for c in s),
+            "skipped": sum(c.skipped for c in s),
+            "filtered": sum(c.filtered for c in s),
+            "awaiting_approval": sum(c.awaiting for c in s),
+            "llm_calls": sum(c.calls for c in s),
+            "tool_calls": self.tool_calls,
+            "input_tokens": sum(c.input_tokens for c in s),
+            "output_tokens": sum(c.output_tokens for c in s),
+            "cost_usd": round(sum(c.cost_usd for c in s), 6),
+            "unpriced_calls": sum(c.unpriced_calls for c in s),
+        }

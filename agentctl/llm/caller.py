@@ -1,0 +1,245 @@
+"""One model call as the engine sees it: limits, retries, fallbacks, budget, and a log row per
+attempt. The engine hands every LLM request to `ModelCaller.call`; the client underneath
+(litellm or the mock) only ever sends one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agentctl.errors import OutputInvalid, ProviderError, RetryableProviderError
+from agentctl.llm.limiter import PriorityLimiter
+from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
+from agentctl.runlog.writer import utcnow
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter; the server's Retry-After wins when it gives one."""
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    fallback_after: int = 2   # consecutive retryable failures before trying the fallback alias
+
+    def delay(self, failures: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.max_delay, retry_after) + random.uniform(0, 0.1 * max(retry_after, 0.1))
+        cap = min(self.max_delay, self.base_delay * (2 ** (failures - 1)))
+        return random.uniform(0, cap)
+
+
+@dataclass
+class CellUsage:
+    """What one cell spent; summed into its `cells` row."""
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: bool = False
+
+    def add(self, resp: LLMResponse | None) -> None:
+        self.attempts += 1
+        if resp is None:
+            return
+        self.input_tokens += resp.input_tokens
+        self.output_tokens += resp.output_tokens
+        if resp.cost_usd is None:
+            self.unpriced = True
+        else:
+            self.cost_usd += resp.cost_usd
+
+    @property
+    def cost_or_none(self) -> float | None:
+        return None if self.unpriced else self.cost_usd
+
+
+@dataclass
+class Route:
+    """Where a call can go: the alias, its litellm model string and request parameters."""
+    alias: str
+    model: str
+    params: dict[str, Any]
+    price: dict[str, float] | None = None
+
+
+class RunStopped(Exception):
+    """Raised inside a cell when the run stops scheduling (fatal provider error, budget)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ModelCaller:
+    client: LLMClient
+    record: Callable[[dict], None]            # writes one llm_calls row
+    run_id: str
+    limiter: PriorityLimiter
+    stage_limiters: dict[str, PriorityLimiter] = field(default_factory=dict)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    routes: dict[str, Route] = field(default_factory=dict)          # alias -> route
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)    # alias -> fallback aliases
+    governor: Any = None         # RateGovernor-like: async acquire(alias, tokens) / feedback
+    budget: Any = None           # Budget-like: check(item_key, estimate) / spend(item_key, cost)
+    on_usage: Callable[[str, LLMResponse | None], None] | None = None  # progress counters
+    stop_reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    async def call(self, request: LLMRequest, *, usage: CellUsage, purpose: str,
+                   priority: float = 0.0,
+                   check: Callable[[LLMResponse], Any] | None = None) -> LLMResponse:
+        """Send `request`, retrying what may heal. `check` validates a reply before it is
+        logged, so a reply that fails the output schema is logged as `invalid`; its
+        OutputInvalid propagates to the caller (which repairs). `resp.call_id` names the row."""
+        meta = request.meta
+        stage_id = meta.get("stage_id")
+        chain = [request.alias] + [a for a in self.fallbacks.get(request.alias, []) if a in self.routes]
+        route_index = 0
+        failures = 0
+        consecutive = 0
+        last_error: ProviderError | None = None
+        for _ in range(self.policy.max_attempts):
+            if self.stop_reason:
+                raise RunStopped(self.stop_reason)
+            alias = chain[route_index]
+            req = request if alias == request.alias else self._reroute(request, self.routes[alias])
+            est_tokens = _estimate_tokens(req)
+            if self.budget is not None:
+                self.budget.check(meta.get("item_key"), req, est_tokens)
+            started_at = utcnow()
+            resp: LLMResponse | None = None
+            error: ProviderError | None = None
+            t0 = time.perf_counter()
+            stage_limiter = self.stage_limiters.get(stage_id)
+            if stage_limiter is not None:
+                await stage_limiter.acquire(priority)
+            try:
+                await self.limiter.acquire(priority)
+                try:
+                    if self.governor is not None:
+                        await self.governor.acquire(alias, est_tokens)
+                    try:
+                        resp = await self._send(req)
+                    except ProviderError as exc:
+                        error = exc
+                    finally:
+                        if self.governor is not None:
+                            self.governor.release(alias, resp, error)
+                finally:
+                    self.limiter.release()
+            finally:
+                if stage_limiter is not None:
+                    stage_limiter.release()
+            latency_ms = (time.perf_counter() - t0) * 1000
+            usage.add(resp)
+            if self.budget is not None:
+                self.budget.settle(meta.get("item_key"), req, est_tokens, resp)
+            if self.on_usage:
+                self.on_usage(stage_id, resp)
+            wait = 0.0
+            invalid: Exception | None = None
+            if error is None and check is not None:
+                try:
+                    resp.checked = check(resp)  # type: ignore[union-attr]
+                except OutputInvalid as exc:
+                    invalid = exc
+            if error is not None:
+                failures += 1
+                consecutive += 1
+                if error.retryable:
+                    wait = self.policy.delay(failures, error.retry_after)
+            call_id = self._log(req, alias, usage.attempts, purpose, started_at, resp, error,
+                                latency_ms if resp is None else resp.latency_ms or latency_ms,
+                                wait, invalid)
+            if error is None:
+                resp.call_id = call_id  # type: ignore[union-attr]
+                if invalid is not None:
+                    invalid.call_id = call_id  # type: ignore[attr-defined]
+                    invalid.reply_text = resp.content  # type: ignore[attr-defined]
+                    raise invalid
+                return resp  # type: ignore[return-value]
+            last_error = error
+            if error.stops_run:
+                self.stop(error.message)
+                raise error
+            if not error.retryable:
+                raise error
+            if consecutive >= self.policy.fallback_after and route_index + 1 < len(chain):
+                route_index += 1
+                consecutive = 0
+            purpose = "retry"
+            await asyncio.sleep(wait)
+        assert last_error is not None
+        raise RetryableProviderError(
+            f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
+            status=last_error.status, kind=last_error.kind)
+
+    async def _send(self, req: LLMRequest) -> LLMResponse:
+        timeout = req.params.get("timeout")
+        if timeout:
+            # litellm enforces the timeout too; this is the safety net when a transport ignores it
+            try:
+                return await asyncio.wait_for(self.client.complete(req), timeout=float(timeout) + 5)
+            except asyncio.TimeoutError as exc:
+                raise RetryableProviderError(f"{req.model}: request timed out after {timeout}s",
+                                             kind="Timeout") from exc
+        return await self.client.complete(req)
+
+    def _reroute(self, request: LLMRequest, route: Route) -> LLMRequest:
+        params = dict(route.params)
+        for key in ("temperature", "max_tokens"):
+            if key in request.params and key not in params:
+                params[key] = request.params[key]
+        meta = dict(request.meta)
+        meta["price"] = route.price
+        return LLMRequest(alias=route.alias, model=route.model, messages=request.messages,
+                          params=params, response_format=request.response_format,
+                          tools=request.tools, meta=meta)
+
+    def _log(self, req: LLMRequest, alias: str, attempt: int, purpose: str, started_at,
+             resp: LLMResponse | None, error: ProviderError | None, latency_ms: float,
+             wait: float, invalid: Exception | None) -> str:
+        meta = req.meta
+        call_id = uuid.uuid4().hex
+        status = "error" if error is not None else ("invalid" if invalid is not None else "ok")
+        self.record({
+            "call_id": call_id,
+            "run_id": self.run_id,
+            "item_key": meta.get("item_key"),
+            "stage_id": meta.get("stage_id"),
+            "agent": meta.get("agent"),
+            "alias": alias,
+            "model": resp.model if resp is not None and resp.model else req.model,
+            "attempt": attempt,
+            "purpose": purpose,
+            "request": req.loggable(),
+            "response": resp.loggable() if resp is not None else None,
+            "status": status,
+            "error": error.message if error is not None else (str(invalid) if invalid else None),
+            "error_type": error.kind if error is not None else (
+                "OutputInvalid" if invalid is not None else None),
+            "input_tokens": resp.input_tokens if resp else None,
+            "output_tokens": resp.output_tokens if resp else None,
+            "cost_usd": resp.cost_usd if resp else None,
+            "latency_ms": latency_ms,
+            "wait_ms": wait * 1000 if wait else None,
+            "cache_hit": bool(resp and resp.cache_hit),
+            "started_at": started_at,
+        })
+        return call_id
+
+
+def _estimate_tokens(req: LLMRequest) -> int:
+    chars = sum(len(str(m.get("content") or "")) for m in req.messages)
+    if req.tools:
+        chars += sum(len(str(t)) for t in req.tools)
+    return chars // 4 + int(req.params.get("max_tokens") or 256)

@@ -1,0 +1,199 @@
+"""The real client: litellm, imported lazily, with its errors translated once, here."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import time
+from typing import Any
+
+from agentctl.errors import (AuthError, BadRequest, ProviderError, QuotaExceeded, RateLimited,
+                             RetryableProviderError)
+from agentctl.llm.types import LLMRequest, LLMResponse, ToolCallRequest
+
+_litellm = None
+
+
+def quiet_litellm_env() -> None:
+    """Environment litellm reads at import time: no price-map download, no telemetry."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+
+
+def load_litellm():
+    global _litellm
+    if _litellm is None:
+        quiet_litellm_env()
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.telemetry = False
+        litellm.drop_params = True
+        litellm.num_retries = 0
+        litellm.set_verbose = False
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _litellm = litellm
+    return _litellm
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = None
+    for attr in ("litellm_response_headers", "headers"):
+        headers = getattr(exc, attr, None)
+        if headers:
+            break
+    if not headers:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    try:
+        get = headers.get
+    except AttributeError:
+        return None
+    for name in ("retry-after", "Retry-After", "retry-after-ms"):
+        value = get(name)
+        if value is None:
+            continue
+        value = str(value).strip()
+        try:
+            secs = float(value)
+            return secs / 1000 if name == "retry-after-ms" else secs
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError):
+                continue
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        value = get(name)
+        if value:
+            secs = _parse_duration(str(value))
+            if secs is not None:
+                return secs
+    return None
+
+
+def _parse_duration(text: str) -> float | None:
+    """OpenAI's reset headers look like '1s', '6m0s', '20ms'."""
+    import re
+
+    total, found = 0.0, False
+    for num, unit in re.findall(r"([\d.]+)(ms|s|m|h)", text):
+        found = True
+        total += float(num) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    if found:
+        return total
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def translate_error(exc: Exception, model: str) -> ProviderError:
+    """Map a litellm/openai/httpx exception onto agentctl's provider errors."""
+    litellm = load_litellm()
+    status = getattr(exc, "status_code", None)
+    text = str(exc)
+    # litellm prefixes messages with "litellm.RateLimitError: ..."; keep them short and keyless.
+    short = text.split("\n")[0][:500]
+    low = text.lower()
+    retry_after = _retry_after(exc)
+    if "insufficient_quota" in low or "exceeded your current quota" in low:
+        return QuotaExceeded(f"{model}: quota exhausted at the provider (insufficient_quota); "
+                             "add credit or switch model with --model", status=status)
+    if isinstance(exc, litellm.AuthenticationError) or status in (401, 403):
+        return AuthError(f"{model}: authentication failed; check the API key environment variable "
+                         "for this provider (e.g. OPENAI_API_KEY)", status=status)
+    if isinstance(exc, litellm.ContextWindowExceededError) or "context_length_exceeded" in low:
+        return BadRequest(f"{model}: context length exceeded: {short}", status=status,
+                          kind="ContextLengthExceeded")
+    if isinstance(exc, litellm.RateLimitError) or status == 429:
+        return RateLimited(f"{model}: rate limited (429)", status=429, retry_after=retry_after)
+    if isinstance(exc, litellm.Timeout) or "timed out" in low or "timeout" in type(exc).__name__.lower():
+        return RetryableProviderError(f"{model}: request timed out", status=status, kind="Timeout")
+    if isinstance(exc, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
+            status is not None and status >= 500):
+        return RetryableProviderError(f"{model}: server error {status or ''}".strip(),
+                                      status=status, retry_after=retry_after, kind="ServerError")
+    if isinstance(exc, litellm.APIConnectionError):
+        # litellm also uses APIConnectionError for unparseable replies; both may heal on retry
+        return RetryableProviderError(f"{model}: connection error: {short}", status=status,
+                                      kind="ConnectionError")
+    if isinstance(exc, (litellm.NotFoundError,)) or status == 404:
+        return BadRequest(f"{model}: model or endpoint not found: {short}", status=status,
+                          kind="NotFound")
+    if isinstance(exc, litellm.BadRequestError) or status in (400, 422):
+        return BadRequest(f"{model}: bad request: {short}", status=status)
+    if isinstance(exc, litellm.APIError):
+        return RetryableProviderError(f"{model}: API error: {short}", status=status, kind="APIError")
+    if isinstance(exc, (ValueError, TypeError)):
+        return RetryableProviderError(f"{model}: unreadable reply: {short}", kind="MalformedReply")
+    return RetryableProviderError(f"{model}: {type(exc).__name__}: {short}", status=status)
+
+
+class LiteLLMClient:
+    def __init__(self) -> None:
+        self._litellm = load_litellm()
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        litellm = self._litellm
+        kwargs: dict[str, Any] = dict(request.params)
+        kwargs.setdefault("num_retries", 0)
+        kwargs.setdefault("max_retries", 0)
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        if request.tools:
+            kwargs["tools"] = request.tools
+        started = time.perf_counter()
+        try:
+            resp = await litellm.acompletion(model=request.model, messages=request.messages, **kwargs)
+        except ProviderError:
+            raise
+        except Exception as exc:  # translated once, here
+            raise translate_error(exc, request.model) from exc
+        latency = (time.perf_counter() - started) * 1000
+        try:
+            choice = resp.choices[0]
+            message = choice.message
+            content = message.content
+            calls = [ToolCallRequest(id=tc.id or f"call_{i}", name=tc.function.name,
+                                     arguments=tc.function.arguments or "{}")
+                     for i, tc in enumerate(message.tool_calls or [])]
+            usage = getattr(resp, "usage", None)
+            in_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
+            out_tok = int(getattr(usage, "completion_tokens", 0) or 0)
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise RetryableProviderError(f"{request.model}: unreadable reply: {exc}",
+                                         kind="MalformedReply") from exc
+        return LLMResponse(content=content, tool_calls=calls, finish_reason=choice.finish_reason,
+                           input_tokens=in_tok, output_tokens=out_tok,
+                           cost_usd=self._cost(request, resp, in_tok, out_tok),
+                           model=getattr(resp, "model", None) or request.model, latency_ms=latency)
+
+    def _cost(self, request: LLMRequest, resp: Any, in_tok: int, out_tok: int) -> float | None:
+        price = request.meta.get("price")
+        if price is not None:
+            return (in_tok * price["input_per_mtok"] + out_tok * price["output_per_mtok"]) / 1e6
+        return price_of(request.model, in_tok, out_tok)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def price_of(model: str, in_tok: int, out_tok: int) -> float | None:
+    """USD from litellm's local price map; None when the model is not in it (unpriced)."""
+    litellm = load_litellm()
+    try:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=in_tok, completion_tokens=out_tok)
+    except Exception:
+        return None
+    return float(prompt_cost + completion_cost)
+
+
+def known_price(model: str) -> bool:
+    return price_of(model, 1000, 1000) is not None

@@ -1,0 +1,226 @@
+"""Pure functions that turn data into Rich renderables. Only the CLI prints them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agentctl.engine.progress import RunProgress
+
+STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "filtered": "dim",
+                "awaiting_approval": "magenta", "running": "cyan", "completed": "green",
+                "completed_with_errors": "yellow", "interrupted": "red", "budget_exceeded": "red",
+                "awaiting_approval_run": "magenta"}
+GLYPH = {"ok": "✓", "failed": "✗", "skipped": "↷", "filtered": "·", "awaiting_approval": "⏸"}
+
+
+def money(cost: float | None, unpriced: int = 0, *, mock: bool = False) -> str:
+    if mock:
+        return "$0 (mock)"
+    if cost is None or (unpriced and not cost):
+        return "unpriced" if unpriced else "$0"
+    text = f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"
+    return f"{text} +{unpriced} unpriced" if unpriced else text
+
+
+def tokens(n: int | None) -> str:
+    n = int(n or 0)
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
+def progress_table(progress: RunProgress, *, title: str | None = None) -> Table:
+    t = Table(title=title, title_justify="left", expand=False)
+    for col in ("stage", "done", "ok", "failed", "skipped", "in flight", "calls", "tokens", "cost"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    total = progress.items_total
+    for c in progress.stages.values():
+        done = f"{c.done}/{total}" if total is not None else str(c.done)
+        t.add_row(c.stage_id + (" [select]" if c.kind == "select" else ""), done,
+                  str(c.ok), _red(c.failed), str(c.skipped + c.filtered), str(c.in_flight),
+                  str(c.calls), tokens(c.input_tokens + c.output_tokens),
+                  money(c.cost_usd, c.unpriced_calls, mock=progress.mock))
+    t.caption = f"elapsed {duration(progress.elapsed)}" + ("  ·  MOCK MODEL (offline, no cost)" if progress.mock else "")
+    return t
+
+
+def _red(n: int) -> str | Text:
+    return Text(str(n), style="red") if n else "0"
+
+
+def run_summary(outcome: dict[str, Any]) -> Group:
+    status = outcome["status"]
+    head = Text.assemble(("run ", "bold"), (outcome["run_id"], "bold cyan"), "  ",
+                         (status, STATUS_STYLE.get(status, "")),
+                         ("  [mock model]" if outcome.get("mock") else "", "magenta"))
+    t = Table(expand=False)
+    for col in ("stage", "ok", "failed", "skipped", "filtered", "calls", "tokens in/out", "cost"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for s in outcome["stages"]:
+        t.add_row(s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
+                  str(s["llm_calls"]), f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
+                  money(s["cost_usd"], s["unpriced_calls"], mock=outcome.get("mock", False)))
+    tot = outcome["totals"]
+    foot = Text(f"{tot['items']} accounts · {tot['llm_calls']} LLM calls · "
+                f"{tot['tool_calls']} tool calls · {tokens(tot['input_tokens'])} in / "
+                f"{tokens(tot['output_tokens'])} out · "
+                f"{money(tot['cost_usd'], tot.get('unpriced_calls', 0), mock=outcome.get('mock', False))}"
+                f" · {duration(outcome.get('elapsed_s'))}")
+    parts: list[Any] = [head, t, foot]
+    if outcome.get("error"):
+        parts.append(Text(f"error: {outcome['error']}", style="red"))
+    parts.append(Text(f"details: agentctl inspect {outcome['run_id']}", style="dim"))
+    return Group(*parts)
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(expand=False)
+    for col in ("run id", "pipeline", "status", "started", "duration", "items", "calls", "cost"):
+        t.add_column(col, justify="right" if col in ("items", "calls", "cost", "duration") else "left")
+    for r in rows:
+        t.add_row(r["run_id"], Text(r["pipeline"] + (" (mock)" if r.get("mock") else "")),
+                  Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
+                  str(r["started_at"])[:19], duration(r.get("duration_s")), str(r["items"]),
+                  str(r["calls"]), money(r["cost_usd"], r.get("unpriced_calls", 0),
+                                         mock=bool(r.get("mock"))))
+    if not rows:
+        t.caption = "no runs yet: try `agentctl run pipelines/outbound.yaml sample_data/accounts.csv --mock`"
+    return t
+
+
+def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
+    parts: list[Any] = []
+    status = data["status"]
+    parts.append(Text.assemble(("run ", "bold"), (data["run_id"], "bold cyan"), "  ",
+                               (data["pipeline"], "bold"), "  ",
+                               (status, STATUS_STYLE.get(status, "")),
+                               ("  [mock model]" if data.get("mock") else "", "magenta")))
+    parts.append(Text(f"started {data['started_at']}  ended {data['ended_at'] or '-'}  "
+                      f"input {data['input_path']}", style="dim"))
+    if data.get("error"):
+        parts.append(Text(f"error: {data['error']}", style="red"))
+    t = Table(title="stages", title_justify="left")
+    for col in ("stage", "ok", "failed", "skipped", "filtered", "calls", "tools", "tokens in/out",
+                "cost", "p50", "p95", "models"):
+        t.add_column(col, justify="left" if col in ("stage", "models") else "right")
+    for s in data["stages"]:
+        tools = str(s["tool_calls"]) + (f" ({s['denied_tool_calls']} denied)" if s["denied_tool_calls"] else "")
+        t.add_row(s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
+                  str(s["llm_calls"]), tools, f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
+                  money(s["cost_usd"], s["unpriced_calls"], mock=data.get("mock", False)),
+                  _ms(s["p50_ms"]), _ms(s["p95_ms"]), ", ".join(s["models"]))
+    tot = data["totals"]
+    t.caption = (f"{tot['items']} accounts · {tot['llm_calls']} LLM calls · {tot['tool_calls']} tool calls · "
+                 f"{money(tot['cost_usd'], tot['unpriced_calls'], mock=data.get('mock', False))}")
+    parts.append(t)
+    if data.get("detail"):
+        parts.extend(detail_view(data["detail"]))
+        return Group(*parts)
+    parts.append(status_grid(data, limit=grid_rows))
+    if data["top_errors"]:
+        e = Table(title="top errors", title_justify="left")
+        for col in ("stage", "type", "count", "example", "error"):
+            e.add_column(col)
+        for err in data["top_errors"]:
+            e.add_row(err["stage_id"], err["error_type"] or "", str(err["count"]),
+                      Text(err["example_item"] or ""), Text((err["error"] or "")[:160]))
+        parts.append(e)
+    if data["call_errors"]:
+        e = Table(title="failed LLM attempts (retried or final)", title_justify="left")
+        for col in ("stage", "type", "count"):
+            e.add_column(col)
+        for err in data["call_errors"]:
+            e.add_row(err["stage_id"] or "", err["error_type"] or "", str(err["count"]))
+        parts.append(e)
+    if data["denied_tool_calls"]:
+        d = Table(title="denied tool calls", title_justify="left")
+        for col in ("item", "stage", "agent", "tool", "arguments"):
+            d.add_column(col)
+        for x in data["denied_tool_calls"]:
+            d.add_row(Text(x["item_key"] or ""), x["stage_id"], x["agent"], Text(x["tool"]),
+                      Text(json.dumps(x["arguments"])[:80]))
+        parts.append(d)
+    parts.append(Text(f"drill down: agentctl inspect {data['run_id']} --item KEY | --stage ID", style="dim"))
+    return Group(*parts)
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.0f}ms"
+
+
+def status_grid(data: dict[str, Any], *, limit: int) -> Table:
+    ids = [s["id"] for s in data["stages"]]
+    g = Table(title="accounts × stages", title_justify="left")
+    g.add_column("account")
+    for sid in ids:
+        g.add_column(sid, justify="center")
+    items = list(data["grid"].items())
+    for key, cells in items[:limit]:
+        g.add_row(Text(key), *[_glyph(cells.get(sid)) for sid in ids])
+    more = len(items) - limit
+    legend = "✓ ok  ✗ failed  ↷ skipped  · filtered  ⏸ awaiting approval  (blank: not run)"
+    g.caption = legend + (f"  · {more} more accounts not shown" if more > 0 else "")
+    return g
+
+
+def _glyph(status: str | None) -> Text:
+    if status is None:
+        return Text("")
+    return Text(GLYPH.get(status, status[:1]), style=STATUS_STYLE.get(status, ""))
+
+
+def detail_view(detail: dict[str, Any]) -> list[Any]:
+    parts: list[Any] = []
+    c = Table(title="cells", title_justify="left")
+    for col in ("account", "stage", "status", "attempts", "tokens", "output / error"):
+        c.add_column(col)
+    for cell in detail["cells"]:
+        body = cell["error"] if cell["status"] != "ok" else json.dumps(cell["output"], ensure_ascii=False)
+        c.add_row(Text(cell["item_key"]), Text(cell["stage_id"]),
+                  Text(cell["status"], style=STATUS_STYLE.get(cell["status"], "")),
+                  str(cell["attempts"]),
+                  f"{tokens(cell['input_tokens'])}/{tokens(cell['output_tokens'])}", Text((body or "")[:300]))
+    parts.append(c)
+    if detail["item"] is None:
+        return parts  # a whole stage: calls would flood the screen; use --item for them
+    tools_by_call: dict[str, list[dict]] = {}
+    for tc in detail["tool_calls"]:
+        tools_by_call.setdefault(tc["llm_call_id"], []).append(tc)
+    for call in detail["llm_calls"]:
+        title = (f"{call['stage_id']} · attempt {call['attempt']} ({call['purpose']}) · "
+                 f"{call['model']} · {call['status']} · {_ms(call['latency_ms'])} · "
+                 f"{call['input_tokens'] or 0}/{call['output_tokens'] or 0} tokens")
+        lines = Text()
+        for m in (call["request"] or {}).get("messages", []):
+            content = m.get("content")
+            if content is None and m.get("tool_calls"):
+                content = json.dumps(m["tool_calls"], ensure_ascii=False)
+            lines.append(f"{m.get('role', '?')}: ", style="bold")
+            lines.append(str(content)[:1500] + "\n")
+        resp = call["response"] or {}
+        lines.append("response: ", style="bold green")
+        if resp.get("tool_calls"):
+            lines.append(json.dumps(resp["tool_calls"], ensure_ascii=False)[:1500] + "\n")
+        lines.append(str(resp.get("content") or call.get("error") or "")[:1500])
+        for tc in tools_by_call.get(call["call_id"], []):
+            lines.append(f"\ntool {tc['tool']} [{tc['status']}]: ", style="bold cyan")
+            lines.append(json.dumps(tc["arguments"], ensure_ascii=False)[:300] + " -> " +
+                         str(tc["result"] or tc["error"] or "")[:400])
+        parts.append(Panel(lines, title=Text(title), title_align="left",
+                           border_style="red" if call["status"] != "ok" else "blue"))
+    return parts

@@ -1,0 +1,236 @@
+"""Read-side SQL: listing runs, explaining one run, and loading state to resume it.
+
+Every function opens the log read-only for as short a time as it can (see store.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agentctl.errors import NotFound
+from agentctl.runlog import store
+
+
+def _rows(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def list_runs(path: Path, limit: int = 20) -> list[dict[str, Any]]:
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            return []
+        rows = _rows(con, """
+            SELECT r.run_id, r.pipeline, r.status, r.mock, r.started_at, r.ended_at, r.heartbeat_at,
+                   r.input_rows,
+                   (SELECT count(*) FROM items i WHERE i.run_id = r.run_id) AS items,
+                   (SELECT count(*) FROM llm_calls c WHERE c.run_id = r.run_id) AS calls,
+                   (SELECT sum(cost_usd) FROM llm_calls c WHERE c.run_id = r.run_id) AS cost_usd,
+                   (SELECT count(*) FROM llm_calls c WHERE c.run_id = r.run_id
+                        AND c.cost_usd IS NULL AND c.status <> 'error') AS unpriced_calls
+            FROM runs r ORDER BY r.started_at DESC LIMIT ?""", [limit])
+    for r in rows:
+        end = r["ended_at"] or r["heartbeat_at"]
+        r["duration_s"] = (end - r["started_at"]).total_seconds() if end and r["started_at"] else None
+    return rows
+
+
+def resolve_run_id(con, run_id: str) -> str:
+    if run_id in ("last", "latest"):
+        row = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        if not row:
+            raise NotFound("there are no runs in this run log yet; start one with `agentctl run`")
+        return row[0]
+    rows = con.execute("SELECT run_id FROM runs WHERE run_id = ? OR run_id LIKE ? ORDER BY started_at DESC",
+                       [run_id, run_id + "%"]).fetchall()
+    exact = [r[0] for r in rows if r[0] == run_id]
+    if exact:
+        return exact[0]
+    if len(rows) == 1:
+        return rows[0][0]
+    if not rows:
+        raise NotFound(f"no run '{run_id}' in this run log; list runs with `agentctl runs`")
+    raise NotFound(f"run id prefix '{run_id}' matches {len(rows)} runs; give more characters")
+
+
+def get_run(con, run_id: str) -> dict[str, Any]:
+    rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    run = rows[0]
+    for k in ("args", "totals", "prompts"):
+        run[k] = _json(run[k])
+    return run
+
+
+def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str | None = None,
+                grid_limit: int = 200) -> dict[str, Any]:
+    """Everything `agentctl inspect` shows, as plain data."""
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            raise NotFound("this run log has no runs yet; start one with `agentctl run`")
+        run_id = resolve_run_id(con, run_id)
+        run = get_run(con, run_id)
+        stage_order = _stage_order(run)
+        if stage is not None and stage_order and stage not in stage_order:
+            raise NotFound(f"run {run_id} has no stage '{stage}'; stages: {', '.join(stage_order)}")
+        if item is not None and not con.execute(
+                "SELECT 1 FROM items WHERE run_id = ? AND item_key = ?", [run_id, item]).fetchone():
+            raise NotFound(f"run {run_id} has no item '{item}'; see `agentctl inspect {run_id}`")
+        stages = _rows(con, """
+            SELECT stage_id,
+                   count(*) FILTER (WHERE status = 'ok') AS ok,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'skipped') AS skipped,
+                   count(*) FILTER (WHERE status = 'filtered') AS filtered,
+                   count(*) FILTER (WHERE status = 'awaiting_approval') AS awaiting_approval
+            FROM cells WHERE run_id = ? GROUP BY stage_id""", [run_id])
+        calls = _rows(con, """
+            SELECT stage_id, count(*) AS llm_calls,
+                   count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
+                   coalesce(sum(input_tokens), 0) AS input_tokens,
+                   coalesce(sum(output_tokens), 0) AS output_tokens,
+                   sum(cost_usd) AS cost_usd,
+                   count(*) FILTER (WHERE cost_usd IS NULL AND status <> 'error') AS unpriced_calls,
+                   quantile_cont(latency_ms, 0.5) FILTER (WHERE status <> 'error') AS p50_ms,
+                   quantile_cont(latency_ms, 0.95) FILTER (WHERE status <> 'error') AS p95_ms,
+                   list(DISTINCT model) AS models
+            FROM llm_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
+        tools = _rows(con, """
+            SELECT stage_id, count(*) AS tool_calls,
+                   count(*) FILTER (WHERE status = 'denied') AS denied
+            FROM tool_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
+        n_items = con.execute("SELECT count(*) FROM items WHERE run_id = ?", [run_id]).fetchone()[0]
+        errors = _rows(con, """
+            SELECT stage_id, error_type, regexp_replace(error, '''[^'']*''', '''…''', 'g') AS error,
+                   count(*) AS count, min(item_key) AS example_item
+            FROM cells WHERE run_id = ? AND status = 'failed'
+            GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
+        call_errors = _rows(con, """
+            SELECT stage_id, error_type, count(*) AS count
+            FROM llm_calls WHERE run_id = ? AND status <> 'ok'
+            GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
+        denied = _rows(con, """
+            SELECT item_key, stage_id, agent, tool, arguments, error
+            FROM tool_calls WHERE run_id = ? AND status = 'denied' ORDER BY started_at LIMIT 50""",
+                       [run_id])
+        grid_rows = _rows(con, """
+            SELECT i.item_key, i.seq, c.stage_id, c.status
+            FROM (SELECT * FROM items WHERE run_id = ? ORDER BY seq LIMIT ?) i
+            LEFT JOIN cells c ON c.run_id = i.run_id AND c.item_key = i.item_key
+            ORDER BY i.seq""", [run_id, grid_limit])
+        detail = None
+        if stage is not None or item is not None:
+            detail = _detail(con, run_id, stage, item)
+    by_stage = {s["stage_id"]: s for s in stages}
+    by_calls = {c["stage_id"]: c for c in calls}
+    by_tools = {t["stage_id"]: t for t in tools}
+    ids = stage_order or sorted(set(by_stage) | set(by_calls))
+    stage_list = []
+    for sid in ids:
+        s = by_stage.get(sid, {})
+        c = by_calls.get(sid, {})
+        t = by_tools.get(sid, {})
+        stage_list.append({
+            "id": sid,
+            "ok": s.get("ok", 0), "failed": s.get("failed", 0), "skipped": s.get("skipped", 0),
+            "filtered": s.get("filtered", 0), "awaiting_approval": s.get("awaiting_approval", 0),
+            "llm_calls": c.get("llm_calls", 0), "failed_calls": c.get("failed_calls", 0),
+            "tool_calls": t.get("tool_calls", 0), "denied_tool_calls": t.get("denied", 0),
+            "input_tokens": int(c.get("input_tokens", 0) or 0),
+            "output_tokens": int(c.get("output_tokens", 0) or 0),
+            "cost_usd": c.get("cost_usd"), "unpriced_calls": c.get("unpriced_calls", 0),
+            "p50_ms": _round(c.get("p50_ms")), "p95_ms": _round(c.get("p95_ms")),
+            "models": [m for m in (c.get("models") or []) if m],
+        })
+    grid: dict[str, dict[str, str]] = {}
+    for g in grid_rows:
+        grid.setdefault(g["item_key"], {})
+        if g["stage_id"]:
+            grid[g["item_key"]][g["stage_id"]] = g["status"]
+    totals = {
+        "items": n_items,
+        "llm_calls": sum(s["llm_calls"] for s in stage_list),
+        "tool_calls": sum(s["tool_calls"] for s in stage_list),
+        "input_tokens": sum(s["input_tokens"] for s in stage_list),
+        "output_tokens": sum(s["output_tokens"] for s in stage_list),
+        "cost_usd": round(sum(s["cost_usd"] or 0 for s in stage_list), 6),
+        "unpriced_calls": sum(s["unpriced_calls"] for s in stage_list),
+    }
+    return {
+        "run_id": run_id, "pipeline": run["pipeline"], "status": run["status"],
+        "mock": bool(run["mock"]),
+        "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"]),
+        "heartbeat_at": _iso(run["heartbeat_at"]), "error": run["error"],
+        "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
+        "stages": stage_list, "totals": totals, "grid": grid,
+        "grid_truncated": n_items > grid_limit,
+        "top_errors": errors, "call_errors": call_errors, "denied_tool_calls": [
+            {**d, "arguments": _json(d["arguments"])} for d in denied],
+        "detail": detail,
+    }
+
+
+def _detail(con, run_id: str, stage: str | None, item: str | None) -> dict[str, Any]:
+    where = ["run_id = ?"]
+    params: list[Any] = [run_id]
+    if stage is not None:
+        where.append("stage_id = ?")
+        params.append(stage)
+    if item is not None:
+        where.append("item_key = ?")
+        params.append(item)
+    cond = " AND ".join(where)
+    cells = _rows(con, f"""SELECT item_key, stage_id, status, output, error, error_type, attempts,
+                                  input_tokens, output_tokens, cost_usd, duration_ms
+                           FROM cells WHERE {cond} ORDER BY item_key, stage_id LIMIT 500""", params)
+    calls = _rows(con, f"""SELECT call_id, item_key, stage_id, agent, alias, model, attempt, purpose,
+                                  request, response, status, error, error_type, input_tokens,
+                                  output_tokens, cost_usd, latency_ms, wait_ms, cache_hit, started_at
+                           FROM llm_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
+    tools = _rows(con, f"""SELECT tool_call_id, item_key, stage_id, agent, llm_call_id, tool, arguments,
+                                  result, result_chars, status, error, duration_ms, idempotency_key
+                           FROM tool_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
+    for c in cells:
+        c["output"] = _json(c["output"])
+    for c in calls:
+        c["request"] = _json(c["request"])
+        c["response"] = _json(c["response"])
+        c["started_at"] = _iso(c["started_at"])
+    for t in tools:
+        t["arguments"] = _json(t["arguments"])
+    return {"stage": stage, "item": item, "cells": cells, "llm_calls": calls, "tool_calls": tools}
+
+
+def _stage_order(run: dict[str, Any]) -> list[str]:
+    prompts = run.get("prompts") or {}
+    return list(prompts.get("order") or []) if isinstance(prompts, dict) else []
+
+
+def _round(v):
+    return None if v is None else round(float(v), 1)
+
+
+def _iso(v):
+    return v.isoformat(sep=" ", timespec="seconds") if v is not None else None
+
+
+def load_run_for_resume(path: Path, run_id: str) -> tuple[dict[str, Any], dict[tuple[str, str], dict]]:
+    """The stored run row and its final cells, keyed by (item, stage)."""
+    with store.connect(path, read_only=True) as con:
+        run_id = resolve_run_id(con, run_id)
+        run = get_run(con, run_id)
+        cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type "
+                           "FROM cells WHERE run_id = ?", [run_id])
+    prior = {(c["item_key"], c["stage_id"]): {**c, "output": _json(c["output"])} for c in cells}
+    return run, prior

@@ -1,0 +1,117 @@
+"""The run log's schema, as numbered migrations. Never edit a released migration: add one.
+
+`docs/runlog-schema.md` is generated from this file (`make docs`); a test checks it matches.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", """
+CREATE TABLE runs (
+    run_id           VARCHAR PRIMARY KEY,  -- e.g. r-20261121-081530-ab12cd
+    pipeline         VARCHAR NOT NULL,     -- spec `name`
+    spec_path        VARCHAR,              -- absolute path of the YAML at start
+    spec_text        VARCHAR,              -- the full spec text as run
+    spec_sha256      VARCHAR,
+    prompts          JSON,                 -- resolved prompt/system texts (file prompts inlined)
+    input_path       VARCHAR,
+    input_sha256     VARCHAR,
+    input_rows       INTEGER,
+    args             JSON,                 -- CLI arguments (no secrets)
+    status           VARCHAR NOT NULL,     -- running | completed | completed_with_errors | failed
+                                           -- | interrupted | awaiting_approval | budget_exceeded
+    mock             BOOLEAN DEFAULT false,-- true when run with --mock
+    started_at       TIMESTAMP NOT NULL,
+    ended_at         TIMESTAMP,
+    heartbeat_at     TIMESTAMP,            -- last flush of a live run (stale + running = crashed)
+    pid              INTEGER,
+    host             VARCHAR,
+    os_user          VARCHAR,
+    agentctl_version VARCHAR,
+    error            VARCHAR,              -- why a run failed or stopped early
+    totals           JSON                  -- {items, cells, ok, failed, skipped, llm_calls, tool_calls,
+                                           --  input_tokens, output_tokens, cost_usd, unpriced_calls}
+);
+CREATE TABLE items (
+    run_id   VARCHAR NOT NULL,
+    item_key VARCHAR NOT NULL,             -- the input's key column
+    seq      INTEGER NOT NULL,             -- position in the input (0-based)
+    input    JSON NOT NULL,                -- the input row
+    PRIMARY KEY (run_id, item_key)
+);
+CREATE TABLE cells (
+    run_id        VARCHAR NOT NULL,
+    item_key      VARCHAR NOT NULL,
+    stage_id      VARCHAR NOT NULL,
+    status        VARCHAR NOT NULL,        -- ok | failed | skipped (upstream not ok) | filtered (when/select)
+                                           -- | awaiting_approval
+    output        JSON,                    -- the validated stage output
+    error         VARCHAR,
+    error_type    VARCHAR,
+    attempts      INTEGER DEFAULT 0,       -- LLM calls made for this cell (incl. retries, repairs, tool rounds)
+    input_tokens  BIGINT DEFAULT 0,
+    output_tokens BIGINT DEFAULT 0,
+    cost_usd      DOUBLE,                  -- NULL when a call was unpriced
+    started_at    TIMESTAMP,
+    ended_at      TIMESTAMP,
+    duration_ms   DOUBLE,
+    PRIMARY KEY (run_id, item_key, stage_id)
+);
+CREATE TABLE llm_calls (
+    call_id       VARCHAR PRIMARY KEY,
+    run_id        VARCHAR NOT NULL,
+    item_key      VARCHAR,
+    stage_id      VARCHAR,
+    agent         VARCHAR,
+    alias         VARCHAR,                 -- model alias in the spec
+    model         VARCHAR,                 -- litellm model string sent ('mock' for --mock)
+    attempt       INTEGER,                 -- 1-based, per cell, across retries/repairs/tool rounds
+    purpose       VARCHAR,                 -- initial | retry | repair | tool_round
+    request       JSON,                    -- messages, tools, response_format, params (never keys)
+    response      JSON,                    -- content, tool_calls, finish_reason, usage
+    status        VARCHAR NOT NULL,        -- ok | invalid (reply failed the schema) | error
+    error         VARCHAR,
+    error_type    VARCHAR,
+    input_tokens  BIGINT,
+    output_tokens BIGINT,
+    cost_usd      DOUBLE,                  -- from litellm's price map or the spec's price; NULL = unpriced
+    latency_ms    DOUBLE,
+    wait_ms       DOUBLE,                  -- backoff waited before the next attempt (retries)
+    cache_hit     BOOLEAN DEFAULT false,
+    started_at    TIMESTAMP
+);
+CREATE TABLE tool_calls (
+    tool_call_id    VARCHAR PRIMARY KEY,
+    run_id          VARCHAR NOT NULL,
+    item_key        VARCHAR,
+    stage_id        VARCHAR,
+    agent           VARCHAR,
+    llm_call_id     VARCHAR,               -- the llm_calls row whose reply asked for this call
+    tool            VARCHAR NOT NULL,
+    arguments       JSON,
+    result          VARCHAR,               -- what the model was given (truncated)
+    result_chars    INTEGER,               -- size of the full result before truncation
+    status          VARCHAR NOT NULL,      -- ok | error | denied | invalid_args | pending_approval | dry_run
+    error           VARCHAR,
+    duration_ms     DOUBLE,
+    idempotency_key VARCHAR,
+    started_at      TIMESTAMP
+);
+CREATE TABLE actions (
+    idempotency_key VARCHAR PRIMARY KEY,   -- sha256(run, item, stage, tool, canonical arguments)
+    run_id          VARCHAR NOT NULL,
+    item_key        VARCHAR,
+    stage_id        VARCHAR,
+    tool            VARCHAR NOT NULL,
+    arguments       JSON,
+    status          VARCHAR NOT NULL,      -- pending_approval | approved | rejected | intent | done | failed | dry_run
+    result          JSON,
+    error           VARCHAR,
+    decided_by      VARCHAR,
+    decided_at      TIMESTAMP,
+    decision_note   VARCHAR,
+    created_at      TIMESTAMP,
+    done_at         TIMESTAMP
+);
+"""),
+]

@@ -1,0 +1,367 @@
+"""Cross-field checks of a validated :class:`Pipeline`: what pydantic cannot see field by field.
+
+``check_pipeline``: stage ids, ``needs`` (unknown, self, cycles), agents, model aliases
+(defaults, agents, stages, limits, fallbacks), a model for every agent, granted tools and
+select stages' ``by``. It returns the stages in a topological order.
+``check_templates``: prompts, ``when`` and ``where`` parse, and every name they read exists:
+``account.<col>`` (against ``input.required`` when that list is given), ``<stage>.<field>``
+for stages in ``needs``, ``run.id``/``run.pipeline``.
+
+Problems are collected per phase; the first by line is raised as one :class:`SpecError`
+that says how many more there are.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import jinja2
+
+from agentctl.errors import SpecError
+from agentctl.spec import templates
+from agentctl.spec.models import AgentStage, Pipeline, SelectStage
+from agentctl.spec.outputs import output_fields
+
+if TYPE_CHECKING:
+    from agentctl.spec.loader import SourceMap
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+    hint: str | None = None
+    line: int | None = None   # set for template problems (a line inside the prompt)
+    file: str | None = None   # set when the problem is in a prompt file, not the spec
+
+
+def first_error(problems: list[Problem], src: "SourceMap") -> SpecError:
+    def position(p: Problem) -> tuple[float, float]:
+        spec_line = src.line(p.path)
+        return (spec_line if spec_line is not None else float("inf"), p.line or 0)
+
+    first = min(problems, key=position)
+    more = len(problems) - 1
+    message = first.message + (f" (+{more} more error{'s' if more > 1 else ''})" if more else "")
+    line = first.line if first.line is not None else src.line(first.path)
+    return SpecError(message, file=first.file or src.file, path=first.path, line=line,
+                     hint=first.hint)
+
+
+def _raise(problems: list[Problem], src: "SourceMap") -> None:
+    if problems:
+        raise first_error(problems, src)
+
+
+def did_you_mean(word: Any, choices: Any, *, what: str = "") -> str:
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    listed = ", ".join(choices) if choices else "(none)"
+    return f"known {what}: {listed}" if what else f"expected one of: {listed}"
+
+
+def join_path(parent: str, key: Any, *, index: bool = False) -> str:
+    """Extend a YAML path: ``stages`` + 0 -> ``stages[0]``; ``agents`` + ``w`` -> ``agents.w``."""
+    if index:
+        return f"{parent}[{key}]"
+    key = str(key)
+    if not key or re.search(r"[.\[\]\"'\s]", key):
+        key = '["' + key.replace('"', '\\"') + '"]'
+        return parent + key
+    return f"{parent}.{key}" if parent else key
+
+
+# --- structure and graph ------------------------------------------------------------------
+
+def providers(pipeline: Pipeline) -> set[str]:
+    """Provider prefixes of the aliases' model strings ("openai" in "openai/gpt-4o-mini")."""
+    return {m.model.split("/", 1)[0] for m in pipeline.models.values() if "/" in m.model}
+
+
+def _alias_problem(alias: str, path: str, pipeline: Pipeline) -> Problem | None:
+    if alias in pipeline.models:
+        return None
+    return Problem(path, f"unknown model alias '{alias}'",
+                   did_you_mean(alias, pipeline.models, what="aliases (under models:)"))
+
+
+def _check_models(pipeline: Pipeline) -> list[Problem]:
+    found: list[Problem | None] = []
+    if pipeline.defaults.model is not None:
+        found.append(_alias_problem(pipeline.defaults.model, "defaults.model", pipeline))
+    for name, alias in pipeline.models.items():
+        for j, fallback in enumerate(alias.fallbacks):
+            path = f"{join_path(join_path('models', name), 'fallbacks')}[{j}]"
+            if fallback == name:
+                found.append(Problem(path, f"alias '{name}' lists itself as a fallback",
+                                     "name a different alias"))
+            else:
+                found.append(_alias_problem(fallback, path, pipeline))
+    known = providers(pipeline)
+    for key in pipeline.limits:
+        if key not in pipeline.models and key not in known:
+            choices = [*pipeline.models, *sorted(known)]
+            found.append(Problem(join_path("limits", key),
+                                 f"limits key '{key}' is neither a model alias nor a provider",
+                                 did_you_mean(key, choices, what="aliases and providers")))
+    for name, agent in pipeline.agents.items():
+        if agent.model is not None:
+            found.append(_alias_problem(agent.model, join_path(join_path("agents", name), "model"), pipeline))
+    return [p for p in found if p]
+
+
+def _check_tools(pipeline: Pipeline) -> list[Problem]:
+    found = []
+    for name, agent in pipeline.agents.items():
+        for j, granted in enumerate(agent.tools):
+            path = f"{join_path(join_path('agents', name), 'tools')}[{j}]"
+            server, _, tool = granted.partition(".")
+            spec = pipeline.tools.get(server)
+            if spec is None:
+                found.append(Problem(path, f"unknown tool '{granted}'",
+                                     did_you_mean(server, pipeline.tools, what="tools (under tools:)")))
+            elif tool and spec.type != "mcp":
+                found.append(Problem(path, f"tool '{server}' is a {spec.type} tool, not an MCP "
+                                           f"server, so '{granted}' names nothing",
+                                     f"grant it as '{server}'"))
+    return found
+
+
+def _check_agent_models(pipeline: Pipeline) -> list[Problem]:
+    if pipeline.defaults.model is not None:
+        return []
+    found = []
+    for name, agent in pipeline.agents.items():
+        if agent.model is not None:
+            continue
+        using = [s for s in pipeline.stages if isinstance(s, AgentStage) and s.agent == name]
+        if not using or any(s.model is None for s in using):
+            found.append(Problem(join_path("agents", name),
+                                 f"no model for agent '{name}': it has no 'model' and "
+                                 "defaults.model is not set",
+                                 f"set agents.{name}.model or defaults.model to one of: "
+                                 f"{', '.join(pipeline.models)}"))
+    return found
+
+
+_RESERVED = set(templates.CONTEXT_NAMES) | templates.allowed_globals()
+
+
+def _check_stages(pipeline: Pipeline) -> list[Problem]:
+    found: list[Problem] = []
+    first_at: dict[str, int] = {}
+    ids = [s.id for s in pipeline.stages]
+    for i, stage in enumerate(pipeline.stages):
+        here = f"stages[{i}]"
+        if stage.id in first_at:
+            found.append(Problem(f"{here}.id", f"duplicate stage id '{stage.id}' "
+                                 f"(also stages[{first_at[stage.id]}])",
+                                 "stage ids must be unique; rename one"))
+        first_at.setdefault(stage.id, i)
+        if stage.id in _RESERVED:
+            found.append(Problem(f"{here}.id", f"stage id '{stage.id}' is reserved: templates "
+                                 "use that name for something else", "rename the stage"))
+        seen: set[str] = set()
+        for j, need in enumerate(stage.needs):
+            path = f"{here}.needs[{j}]"
+            if need == stage.id:
+                found.append(Problem(path, f"stage '{stage.id}' needs itself",
+                                     "a stage can only need stages that run before it"))
+            elif need not in ids:
+                found.append(Problem(path, f"stage '{stage.id}' needs unknown stage '{need}'",
+                                     did_you_mean(need, ids, what="stages")))
+            elif need in seen:
+                found.append(Problem(path, f"stage '{stage.id}' lists '{need}' twice in needs",
+                                     "remove the repeat"))
+            seen.add(need)
+        if isinstance(stage, AgentStage):
+            if stage.agent not in pipeline.agents:
+                found.append(Problem(f"{here}.agent", f"unknown agent '{stage.agent}'",
+                                     did_you_mean(stage.agent, pipeline.agents,
+                                                  what="agents (under agents:)")))
+            if stage.model is not None:
+                problem = _alias_problem(stage.model, f"{here}.model", pipeline)
+                found.extend([problem] if problem else [])
+        else:
+            found.extend(_check_select(pipeline, i, stage))
+    return found
+
+
+def _check_select(pipeline: Pipeline, i: int, stage: SelectStage) -> list[Problem]:
+    if stage.by is None:
+        return []
+    path = f"stages[{i}].by"
+    match = re.fullmatch(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)", stage.by)
+    if not match:
+        return [Problem(path, f"'by: {stage.by}' is not of the form <stage>.<field>",
+                        "e.g. 'by: score.score'")]
+    source, name = match.groups()
+    if source not in stage.needs:
+        return [Problem(path, f"'by' ranks on stage '{source}', which stage '{stage.id}' "
+                              "does not list in needs", f"add '{source}' to needs")]
+    try:
+        fields = output_fields(pipeline.stage(source))
+    except KeyError:
+        return []  # reported as an unknown need
+    if name not in fields:
+        return [Problem(path, f"stage '{source}' has no output field '{name}'",
+                        did_you_mean(name, fields, what=f"fields of '{source}'"))]
+    if fields[name].type == "list":
+        return [Problem(path, f"'{stage.by}' is a list and cannot be ranked",
+                        "rank on an int, float, bool, enum or str field")]
+    return []
+
+
+def _topological(pipeline: Pipeline, src: "SourceMap") -> list[str]:
+    """Kahn's algorithm, always taking the earliest ready stage in YAML order."""
+    pending = {s.id: set(s.needs) for s in pipeline.stages}
+    order: list[str] = []
+    while pending:
+        ready = next((sid for sid, needs in pending.items() if not needs), None)
+        if ready is None:
+            break
+        order.append(ready)
+        del pending[ready]
+        for needs in pending.values():
+            needs.discard(ready)
+    if not pending:
+        return order
+    cycle = _find_cycle(pipeline, set(pending))
+    index = {s.id: i for i, s in enumerate(pipeline.stages)}
+    start, nxt = cycle[0], cycle[1]
+    j = pipeline.stages[index[start]].needs.index(nxt)
+    raise first_error([Problem(f"stages[{index[start]}].needs[{j}]",
+                               "stages form a cycle: " + " -> ".join(cycle),
+                               "remove one of these needs; a stage can only use stages "
+                               "that run before it")], src)
+
+
+def _find_cycle(pipeline: Pipeline, stuck: set[str]) -> list[str]:
+    needs = {s.id: [n for n in s.needs if n in stuck] for s in pipeline.stages if s.id in stuck}
+    for start in [s.id for s in pipeline.stages if s.id in stuck]:
+        path, on_path = [start], {start}
+
+        def walk(node: str) -> list[str] | None:
+            for nxt in needs[node]:
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in on_path:
+                    path.append(nxt)
+                    on_path.add(nxt)
+                    found = walk(nxt)
+                    if found:
+                        return found
+                    on_path.discard(path.pop())
+            return None
+
+        found = walk(start)
+        if found:
+            return found
+    return sorted(stuck)  # unreachable: a stuck set always holds a cycle
+
+
+def check_pipeline(pipeline: Pipeline, src: "SourceMap") -> list[str]:
+    """Raise on the first structural problem; return the stage ids in run order."""
+    if pipeline.version != 1:
+        _raise([Problem("version", f"unsupported spec version {pipeline.version}",
+                        "this agentctl reads version 1")], src)
+    _raise(_check_stages(pipeline) + _check_models(pipeline) + _check_tools(pipeline)
+           + _check_agent_models(pipeline), src)
+    return _topological(pipeline, src)
+
+
+# --- templates ----------------------------------------------------------------------------
+
+@dataclass
+class _Where:
+    """Where a template lives, to turn its line numbers into file lines."""
+    path: str
+    src: "SourceMap"
+    file: str | None = None   # a prompt file; None for text inside the spec
+
+    def problem(self, message: str, hint: str | None, template_line: int | None) -> Problem:
+        if self.file:
+            return Problem(self.path, message, hint, line=template_line, file=self.file)
+        return Problem(self.path, message, hint,
+                       line=self.src.template_line(self.path, template_line or 1))
+
+
+def _check_refs(refs: templates.TemplateRefs, what: str, stage: AgentStage | SelectStage,
+                pipeline: Pipeline, at: _Where) -> list[Problem]:
+    found = []
+    stage_ids = {s.id for s in pipeline.stages}
+    allowed = set(templates.CONTEXT_NAMES) | set(stage.needs) | templates.allowed_globals()
+    for root, line in refs.roots.items():
+        if root in allowed:
+            continue
+        if root == stage.id:
+            found.append(at.problem(f"{what} uses '{root}', the stage's own output",
+                                    "a stage can only read the stages it needs", line))
+        elif root in stage_ids:
+            found.append(at.problem(f"{what} uses '{root}' but stage '{stage.id}' does not "
+                                    "list it in needs", f"add '{root}' to needs", line))
+        else:
+            names = [*templates.CONTEXT_NAMES, *stage.needs]
+            found.append(at.problem(f"{what} uses unknown name '{root}'",
+                                    did_you_mean(root, names, what="names here"), line))
+    required = pipeline.input.required
+    for root, key, line in refs.attrs:
+        if root in ("account", "item") and required:
+            columns = [*required, pipeline.input.key]
+            if key not in columns:
+                close = difflib.get_close_matches(key, columns, n=1, cutoff=0.6)
+                guess = f" (did you mean '{close[0]}'?)" if close else ""
+                found.append(at.problem(
+                    f"{root}.{key} is not a required input column",
+                    f"add it to input.required or fix the name{guess}", line))
+        elif root == "run" and key not in templates.RUN_FIELDS:
+            found.append(at.problem(f"run.{key} does not exist",
+                                    did_you_mean(key, templates.RUN_FIELDS, what="run fields"),
+                                    line))
+        elif root in stage.needs and root in stage_ids:
+            fields = output_fields(pipeline.stage(root))
+            if key not in fields:
+                found.append(at.problem(f"stage '{root}' has no output field '{key}'",
+                                        did_you_mean(key, fields, what=f"fields of '{root}'"),
+                                        line))
+    return found
+
+
+def _check_one(text: str, kind: str, stage: AgentStage | SelectStage, pipeline: Pipeline,
+               at: _Where, parse: Callable[[str], Any]) -> list[Problem]:
+    try:
+        ast = parse(text)
+        refs = templates.template_refs(ast)
+    except jinja2.TemplateSyntaxError as exc:
+        return [at.problem(f"{kind} does not parse: {exc.message}",
+                           "check the Jinja2 syntax: {{ value }}, {% if %}...{% endif %}",
+                           exc.lineno)]
+    return _check_refs(refs, kind, stage, pipeline, at)
+
+
+def check_templates(pipeline: Pipeline, prompts: dict[str, str], prompt_files: dict[str, str],
+                    src: "SourceMap") -> None:
+    """Parse every prompt and condition and check the names they read."""
+    found: list[Problem] = []
+    for i, stage in enumerate(pipeline.stages):
+        here = f"stages[{i}]"
+        if isinstance(stage, AgentStage):
+            if stage.id in prompt_files:
+                at = _Where(f"{here}.prompt_file", src, prompt_files[stage.id])
+            else:
+                at = _Where(f"{here}.prompt", src)
+            found += _check_one(prompts[stage.id], "prompt", stage, pipeline, at,
+                                templates.parse_template)
+        else:
+            if stage.where is not None:
+                found += _check_one(stage.where, "'where'", stage, pipeline,
+                                    _Where(f"{here}.where", src), templates.parse_expression)
+        if stage.when is not None:
+            found += _check_one(stage.when, "'when'", stage, pipeline,
+                                _Where(f"{here}.when", src), templates.parse_expression)
+    _raise(found, src)

@@ -1,0 +1,194 @@
+"""A stage's ``output:`` block as a JSON Schema (for the model) and a pydantic model (to check
+the reply). Failures become ``OutputInvalid`` with one short line per problem, worded so it
+can go straight back to the model in a repair prompt.
+
+A stage with an empty ``output`` is free text: its output is ``{"text": "..."}``.
+A select stage's output is ``{"selected": bool, "rank": int | None}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal, Optional
+
+import pydantic
+from pydantic import ConfigDict, Field
+
+from agentctl.errors import OutputInvalid
+from agentctl.spec.models import AgentStage, OutputField, SelectStage
+
+_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+               "list": "array"}
+_PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+TEXT_FIELDS = {"text": OutputField(type="str")}
+SELECT_FIELDS = {"selected": OutputField(type="bool"),
+                 "rank": OutputField(type="int", required=False, min=1)}
+
+
+def output_fields(stage: AgentStage | SelectStage) -> dict[str, OutputField]:
+    """The fields later stages can read from this stage's output."""
+    if isinstance(stage, SelectStage):
+        return SELECT_FIELDS
+    return stage.output or TEXT_FIELDS
+
+
+def is_free_text(stage: AgentStage) -> bool:
+    return not stage.output
+
+
+# --- JSON Schema --------------------------------------------------------------------------
+
+def _field_schema(f: OutputField) -> dict[str, Any]:
+    if f.type == "enum":
+        values = list(f.values or [])
+        kinds = sorted({"string" if isinstance(v, str) else "integer" for v in values})
+        schema: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds, "enum": values}
+    else:
+        schema = {"type": _JSON_TYPES[f.type]}
+    if f.type in ("int", "float"):
+        if f.min is not None:
+            schema["minimum"] = f.min
+        if f.max is not None:
+            schema["maximum"] = f.max
+    if f.type == "str":
+        if f.min_length is not None:
+            schema["minLength"] = f.min_length
+        if f.max_length is not None:
+            schema["maxLength"] = f.max_length
+    if f.type == "list":
+        schema["items"] = {"type": _JSON_TYPES[f.items]}
+        if f.min_items is not None:
+            schema["minItems"] = f.min_items
+        if f.max_items is not None:
+            schema["maxItems"] = f.max_items
+    if not f.required:
+        # Optional fields may be left out or sent as null; the validator accepts both.
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        schema["type"] = [*kinds, "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    if f.description:
+        schema["description"] = f.description
+    return schema
+
+
+def output_json_schema(stage: AgentStage | SelectStage) -> dict[str, Any]:
+    fields = output_fields(stage)
+    return {
+        "type": "object",
+        "properties": {name: _field_schema(f) for name, f in fields.items()},
+        "required": [name for name, f in fields.items() if f.required],
+        "additionalProperties": False,
+    }
+
+
+# --- pydantic model -----------------------------------------------------------------------
+
+def _annotation(f: OutputField) -> Any:
+    if f.type == "enum":
+        return Literal[tuple(f.values or ())]
+    if f.type == "list":
+        return list[_PY_TYPES[f.items]]
+    return _PY_TYPES[f.type]
+
+
+def _field_info(f: OutputField) -> Any:
+    kwargs: dict[str, Any] = {"description": f.description}
+    if f.type in ("int", "float"):
+        kwargs.update(ge=f.min, le=f.max)
+    elif f.type == "str":
+        kwargs.update(min_length=f.min_length, max_length=f.max_length)
+    elif f.type == "list":
+        kwargs.update(min_length=f.min_items, max_length=f.max_items)
+    if not f.required:
+        kwargs["default"] = None
+    return Field(**{k: v for k, v in kwargs.items() if v is not None or k == "default"})
+
+
+def _build_model(stage: AgentStage | SelectStage) -> type[pydantic.BaseModel]:
+    definitions: dict[str, Any] = {}
+    for name, f in output_fields(stage).items():
+        annotation = _annotation(f)
+        definitions[name] = (annotation if f.required else Optional[annotation], _field_info(f))
+    return pydantic.create_model(  # type: ignore[call-overload]
+        f"{stage.id}_output", __config__=ConfigDict(extra="forbid"), **definitions)
+
+
+# Keyed by id(); the stage is kept alongside so a recycled id can never hit a stale model.
+_MODELS: dict[int, tuple[AgentStage | SelectStage, type[pydantic.BaseModel]]] = {}
+
+
+def output_model(stage: AgentStage | SelectStage) -> type[pydantic.BaseModel]:
+    cached = _MODELS.get(id(stage))
+    if cached is None or cached[0] is not stage:
+        cached = _MODELS[id(stage)] = (stage, _build_model(stage))
+    return cached[1]
+
+
+# --- validating replies -------------------------------------------------------------------
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _invalid(problems: list[str]) -> OutputInvalid:
+    exc = OutputInvalid("; ".join(problems),
+                        hint="reply with one JSON object that matches the output schema")
+    exc.problems = problems  # type: ignore[attr-defined]
+    return exc
+
+
+def validate_output(stage: AgentStage | SelectStage, data: Any) -> dict[str, Any]:
+    """Check a decoded reply against the stage's schema; returns the validated dict."""
+    if isinstance(stage, AgentStage) and is_free_text(stage) and isinstance(data, str):
+        data = {"text": data}
+    if not isinstance(data, dict):
+        raise _invalid([f"reply must be a JSON object, got {type(data).__name__}"])
+    try:
+        return output_model(stage).model_validate(data).model_dump()
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            where = _loc(err["loc"])
+            msg = "unexpected field, remove it" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {msg}" if where else msg)
+        raise _invalid(problems) from None
+
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n(.*?)```", re.S)
+
+
+def strip_fences(text: str) -> str:
+    """The JSON inside a ```json fence if the reply has one, else the reply stripped."""
+    match = _FENCE.search(text)
+    return (match.group(1) if match else text).strip()
+
+
+def parse_output(stage: AgentStage | SelectStage, text: str) -> dict[str, Any]:
+    """Decode a model's reply (JSON, possibly fenced or wrapped in prose) and validate it.
+
+    A free-text stage takes the reply as is: ``{"text": reply}``.
+    """
+    if isinstance(stage, AgentStage) and is_free_text(stage):
+        return validate_output(stage, {"text": text.strip()})
+    return validate_output(stage, _loads(strip_fences(text)))
+
+
+def _loads(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        first = exc
+    # Models sometimes wrap the object in a sentence; try the outermost braces.
+    start, end = body.find("{"), body.rfind("}")
+    if 0 <= start < end:
+        try:
+            return json.loads(body[start:end + 1])
+        except json.JSONDecodeError:
+            pass
+    raise _invalid([f"reply is not valid JSON: {first}"])

@@ -1,0 +1,149 @@
+"""``sql``: read-only SQL over a DuckDB database file.
+
+Three independent guards: the statement must be a single SELECT-like statement (checked
+with DuckDB's own parser, ``duckdb.extract_statements``, and its first keyword); functions
+that read files are refused by name; and the connection is opened ``read_only`` with
+``enable_external_access = false`` and ``lock_configuration = true``, so even a query that
+slips past the first two cannot write, attach, load extensions or touch the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic import Field
+
+from agentctl.errors import ToolError
+from agentctl.spec.models import ToolSpec
+from agentctl.tools import duck
+from agentctl.tools.base import Tool, ToolContext, to_jsonable
+from agentctl.tools.settings import ToolSettings, check_side_effects, parse_settings, resolve_path, spec_error
+
+ALLOWED_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+ALLOWED_FIRST_WORDS = {"select", "with", "describe", "show", "explain", "from", "summarize", "values"}
+# Table and scalar functions that read files, URLs or other databases, or run SQL from a string.
+FILE_FUNCTIONS = re.compile(
+    r"\b(read_\w+|\w+_scan|glob|sniff_csv|parquet_\w+|st_read\w*|\w+_attach|query|query_table"
+    r"|load_aws_credentials|from_json_file)\s*\(",
+    re.IGNORECASE,
+)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+class SqlSettings(ToolSettings):
+    database: str = Field(min_length=1, description="DuckDB file (spec-relative)")
+    max_rows: int = Field(default=50, ge=1, le=10_000)
+    max_chars: int = Field(default=7_000, ge=200, le=1_000_000,
+                           description="rows are dropped from the end until the JSON result fits")
+    timeout: float = Field(default=30, gt=0, description="seconds before the query is interrupted")
+    lock_timeout: float = Field(default=5, ge=0)
+
+
+class SqlTool(Tool):
+    kind = "sql"
+
+    def __init__(self, name: str, database: Path, settings: SqlSettings, *,
+                 description: str | None = None, side_effects: bool = False):
+        self.name = name
+        self.database = database
+        self.settings = settings
+        self.side_effects = side_effects
+        self.description = description or (
+            f"Run one read-only SQL query (DuckDB dialect: SELECT, WITH, DESCRIBE, SHOW, EXPLAIN) "
+            f"against the '{database.stem}' database. Returns at most {settings.max_rows} rows as "
+            "{columns, rows, row_count, truncated}. Use SHOW TABLES and DESCRIBE <table> to explore.")
+        self.parameters = {
+            "type": "object",
+            "properties": {"query": {"type": "string", "minLength": 1, "description": "one SQL statement"}},
+            "required": ["query"],
+            "additionalProperties": False,
+        }
+
+    @classmethod
+    def from_spec(cls, name: str, spec: ToolSpec, *, spec_dir: Path, spec_file: str | None = None) -> "SqlTool":
+        settings = parse_settings(SqlSettings, name, spec, spec_file=spec_file)
+        database = resolve_path(spec_dir, settings.database)
+        if not database.is_file():
+            raise spec_error(name, "database", f"file {str(database)!r} does not exist", spec_file=spec_file)
+        side_effects = check_side_effects(name, spec, False, spec_file=spec_file)
+        return cls(name, database, settings, description=spec.description, side_effects=side_effects)
+
+    async def call(self, args: dict, ctx: ToolContext) -> dict:
+        query = check_read_only(args["query"])
+        running: dict[str, duckdb.DuckDBPyConnection] = {}
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._run, query, running), self.settings.timeout)
+        except TimeoutError:
+            conn = running.get("conn")
+            if conn is not None:
+                conn.interrupt()
+            raise ToolError(f"query timed out after {self.settings.timeout:g}s") from None
+
+    def _run(self, query: str, running: dict[str, Any]) -> dict:
+        conn = duck.connect(self.database, read_only=True, config=duck.READ_ONLY_CONFIG,
+                            lock_timeout=self.settings.lock_timeout)
+        running["conn"] = conn
+        try:
+            cursor = conn.execute(query)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchmany(self.settings.max_rows + 1) if columns else []
+        except duckdb.Error as exc:
+            raise ToolError(f"SQL error: {_message(exc)}") from exc
+        finally:
+            conn.close()
+        truncated = len(rows) > self.settings.max_rows
+        rows = [to_jsonable(list(r)) for r in rows[: self.settings.max_rows]]
+        return _fit({"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated},
+                    self.settings.max_chars)
+
+
+def check_read_only(query: str) -> str:
+    """Return the statement if it is one read-only query, else raise ToolError saying why."""
+    text = query.strip().rstrip(";").strip()
+    bare = _COMMENTS.sub(" ", text).strip().lstrip("(").strip()
+    if not bare:
+        raise ToolError("empty query")
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise ToolError(f"SQL syntax error: {_message(exc)}") from exc
+    if len(statements) != 1:
+        raise ToolError(f"send exactly one SQL statement (got {len(statements)})")
+    first_word = re.split(r"\W", bare, maxsplit=1)[0].lower()
+    kind = statements[0].type
+    if kind not in ALLOWED_TYPES or first_word not in ALLOWED_FIRST_WORDS:
+        shown = kind.name if kind not in ALLOWED_TYPES else first_word.upper()
+        raise ToolError(f"only read-only queries are allowed (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN); "
+                        f"refused a {shown} statement")
+    found = FILE_FUNCTIONS.search(_COMMENTS.sub(" ", text))
+    if found:
+        raise ToolError(f"function {found.group(1)}() is not allowed: this tool reads only the "
+                        "tables in its database")
+    return text
+
+
+def _fit(result: dict, max_chars: int) -> dict:
+    """Drop rows from the end until the JSON result fits in ``max_chars``."""
+    rows = result["rows"]
+    if len(json.dumps(result, ensure_ascii=False)) <= max_chars:
+        return result
+    lo, hi = 0, len(rows)  # binary search the largest prefix that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        candidate = dict(result, rows=rows[:mid], row_count=mid, truncated=True)
+        if len(json.dumps(candidate, ensure_ascii=False)) <= max_chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    return dict(result, rows=rows[:lo], row_count=lo, truncated=True)
+
+
+def _message(exc: Exception) -> str:
+    """DuckDB's message without the caret diagram (keeps hints like 'Did you mean "t"?')."""
+    text = str(exc).split("\nLINE ", 1)[0]
+    return " ".join(text.split())[:500] or type(exc).__name__
