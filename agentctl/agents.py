@@ -24,7 +24,8 @@ class ToolRunner(Protocol):
     def side_effect_names(self, agent: str) -> set[str]: ...
 
     async def run(self, calls: list[ToolCallRequest], *, agent: str, stage_id: str,
-                  item_key: str, llm_call_id: str | None, approval: str) -> list[str]: ...
+                  item_key: str, llm_call_id: str | None, approval: str,
+                  meta: dict | None = None) -> list[str]: ...
 
 
 class CellFailed(AgentctlError):
@@ -61,8 +62,6 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
     messages: list[dict[str, Any]] = [{"role": "system", "content": system},
                                       {"role": "user", "content": task.prompt}]
     offered = tools.offered(task.agent) if tools is not None else []
-    if offered:
-        task.meta["side_effect_tools"] = tools.side_effect_names(task.agent)  # type: ignore[union-attr]
     response_format = {"type": "json_schema",
                        "json_schema": {"name": f"{task.stage_id}_output", "schema": task.schema,
                                        "strict": False}}
@@ -114,7 +113,8 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                 results = await tools.run(resp.tool_calls, agent=task.agent,  # type: ignore[union-attr]
                                           stage_id=task.stage_id,
                                           item_key=str(task.meta.get("item_key")),
-                                          llm_call_id=resp.call_id, approval=task.approval)
+                                          llm_call_id=resp.call_id, approval=task.approval,
+                                          meta=task.meta)
             for c, text in zip(resp.tool_calls, results):
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": text})
             purpose = "tool_round"

@@ -70,12 +70,18 @@ def run(
     model: Optional[str] = typer.Option(None, "--model", help="Override every model in the spec, e.g. ollama/llama3.1."),
     mock: bool = typer.Option(False, "--mock", help="Offline deterministic mock model: no keys, no cost."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Run side-effect actions without waiting for approval (trusted pipelines)."),
+    dry_actions: bool = typer.Option(False, "--dry-actions", help="Record side-effect actions without executing them."),
 ) -> None:
     """Run PIPELINE over ACCOUNTS. Prints the run id first, then a summary."""
     from agentctl import runner
 
+    if auto_approve and dry_actions:
+        err.print("error: --auto-approve and --dry-actions contradict each other; pick one")
+        raise typer.Exit(2)
     opts = runner.RunOptions(pipeline=pipeline, accounts=accounts, db=db, concurrency=concurrency,
-                             limit=limit, model=model, mock=mock)
+                             limit=limit, model=model, mock=mock, auto_approve=auto_approve,
+                             dry_actions=dry_actions)
 
     def body() -> int:
         prep = runner.prepare_run(opts)
@@ -198,6 +204,139 @@ def validate(
         return 0
 
     raise typer.Exit(guarded(body))
+
+
+@app.command()
+def resume(
+    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
+) -> None:
+    """Continue an interrupted or crashed run, and execute approved actions exactly once.
+
+    Finished cells are kept, unfinished ones run; the spec and input stored with the run are
+    used. Approved actions run once; rejected ones are recorded as such."""
+    _continue(run_id, db, as_json)
+
+
+@app.command()
+def retry(
+    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only cells of this stage (and what depends on them)."),
+    failed: bool = typer.Option(True, "--failed/--not-ok", help="Re-run failed cells (default), or every cell that is not ok."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
+) -> None:
+    """Re-run failed cells and what depends on them, inside the same run (earlier attempts stay in the log)."""
+    _continue(run_id, db, as_json, retry_failed=failed, retry_stage=stage, retrying=True)
+
+
+def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool = False,
+              retry_stage: str | None = None, retrying: bool = False) -> None:
+    from agentctl import runner
+
+    def body() -> int:
+        prep, state, warnings = runner.prepare_resume(
+            run_id, db, retry_failed=retry_failed if retrying else False,
+            retry_stage=retry_stage)
+        for w in warnings:
+            err.print(f"warning: {w}", highlight=False)
+        outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),
+                                 display=_display(as_json), resume=state)
+        return _finish(outcome, as_json)
+
+    raise typer.Exit(guarded(body))
+
+
+@app.command()
+def review(
+    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    export: Optional[str] = typer.Option(None, "--export", help="'csv' writes the table as CSV to stdout."),
+    show_all: bool = typer.Option(False, "--all", help="Include decided and executed actions."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Pending side-effect actions of a run, with the upstream outputs that led to them."""
+    from agentctl import approvals
+    from agentctl.render import review_table
+    from agentctl.runlog import store
+
+    def body() -> int:
+        if export not in (None, "csv"):
+            raise_usage("--export supports only 'csv'")
+        doc = approvals.review(store.resolve_db_path(db), run_id, include_decided=show_all)
+        if export == "csv":
+            sys.stdout.write(approvals.to_csv(doc))
+        elif as_json:
+            print(json.dumps(doc, indent=2, default=str))
+        else:
+            out.print(review_table(doc))
+        return 0
+
+    raise typer.Exit(guarded(body))
+
+
+def raise_usage(message: str) -> None:
+    from agentctl.errors import UsageError
+
+    raise UsageError(message)
+
+
+def _decide(decision: str, run_id: str, all_: bool, items: str | None, where: str | None,
+            action: str | None, by: str | None, note: str | None, db: str | None,
+            as_json: bool) -> None:
+    from agentctl import approvals
+    from agentctl.runlog import store
+
+    def body() -> int:
+        res = approvals.decide(store.resolve_db_path(db), run_id, decision=decision, all_=all_,
+                               items=[k.strip() for k in items.split(",") if k.strip()] if items else None,
+                               where=where, actions=[action] if action else None, by=by, note=note)
+        if as_json:
+            print(json.dumps(res, indent=2))
+        else:
+            out.print(f"{res['decision']} {res['changed']} action(s) in {res['run_id']} as {res['by']}; "
+                      f"{res['pending_after']} still pending. Next: agentctl resume {res['run_id']}",
+                      highlight=False)
+        return 0
+
+    raise typer.Exit(guarded(body))
+
+
+_SEL = dict(
+    all_=typer.Option(False, "--all", help="Every pending action."),
+    items=typer.Option(None, "--items", help="Comma-separated account keys."),
+    where=typer.Option(None, "--where", help="Condition on stage outputs, e.g. \"score.score >= 80\"."),
+    action=typer.Option(None, "--action", help="One action id (from review)."),
+    by=typer.Option(None, "--by", help="Who decides (default: the OS user)."),
+    note=typer.Option(None, "--note", help="A note stored with the decision."),
+)
+
+
+@app.command()
+def approve(
+    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+    all_: bool = _SEL["all_"], items: Optional[str] = _SEL["items"],
+    where: Optional[str] = _SEL["where"], action: Optional[str] = _SEL["action"],
+    by: Optional[str] = _SEL["by"], note: Optional[str] = _SEL["note"],
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Approve pending actions; `agentctl resume RUN_ID` then executes them exactly once."""
+    _decide("approved", run_id, all_, items, where, action, by, note, db, as_json)
+
+
+@app.command()
+def reject(
+    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+    all_: bool = _SEL["all_"], items: Optional[str] = _SEL["items"],
+    where: Optional[str] = _SEL["where"], action: Optional[str] = _SEL["action"],
+    by: Optional[str] = _SEL["by"], note: Optional[str] = _SEL["note"],
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Reject pending actions; they are never executed."""
+    _decide("rejected", run_id, all_, items, where, action, by, note, db, as_json)
 
 
 def main() -> None:

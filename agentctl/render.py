@@ -224,3 +224,27 @@ def detail_view(detail: dict[str, Any]) -> list[Any]:
         parts.append(Panel(lines, title=Text(title), title_align="left",
                            border_style="red" if call["status"] != "ok" else "blue"))
     return parts
+
+
+def review_table(doc: dict[str, Any]) -> Table:
+    t = Table(title=f"actions in {doc['run_id']}", title_justify="left")
+    for col in ("account", "stage", "tool", "status", "arguments", "upstream", "action id"):
+        t.add_column(col)
+    for a in doc["actions"]:
+        t.add_row(Text(a["item_key"] or ""), a["stage_id"], Text(a["tool"]),
+                  Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
+                  Text(_summary(a["arguments"], 160)), Text(_summary(a["upstream"], 160)),
+                  Text(a["action_id"], style="dim"))
+    t.caption = ("no pending actions" if not doc["actions"] else
+                 f"{len(doc['actions'])} action(s) · approve: agentctl approve {doc['run_id']} "
+                 "--all | --items K1,K2 | --where \"score.score >= 80\"")
+    return t
+
+
+def _summary(value: Any, limit: int) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={_summary(v, 60)}" for k, v in value.items())
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

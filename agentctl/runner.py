@@ -165,23 +165,28 @@ def make_client(mock: bool, tool_args=None):
     return LiteLLMClient()
 
 
+def approval_mode(opts: RunOptions) -> str | None:
+    """The CLI's word on actions, which beats the spec's per-stage `approval`."""
+    if opts.dry_actions:
+        return "dry_run"
+    if opts.auto_approve:
+        return "auto"
+    return None
+
+
 def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
-            display: Callable[[RunProgress], Any] | None = None) -> RunOutcome:
-    """Run the pipeline; returns the outcome. Exactly one `asyncio.run` lives here."""
-    opts, spec = prep.options, prep.spec
-    run_id = new_run_id()
+            display: Callable[[RunProgress], Any] | None = None,
+            resume: "ResumeState | None" = None) -> RunOutcome:
+    """Run (or resume) the pipeline; returns the outcome. The one `asyncio.run` lives here."""
+    opts = prep.options
+    run_id = resume.run_id if resume else new_run_id()
     progress = RunProgress(mock=opts.mock)
     recorder = RunRecorder(prep.db_path, run_id).open()
-    recorder.start_run(
-        pipeline=spec.pipeline.name, spec_path=str(spec.path), spec_text=spec.text,
-        spec_sha256=spec.sha256,
-        prompts={"order": spec.order, "stages": spec.prompts, "agents": spec.systems},
-        input_path=str(Path(opts.accounts).resolve()), input_sha256=prep.summary.sha256,
-        input_rows=prep.summary.rows, args=opts.as_args(), mock=opts.mock, version=__version__)
-    on_run_id(run_id)
+    box: dict[str, Any] = {"started": False}
     status, error = "failed", None
     try:
-        status, error = asyncio.run(_main(prep, run_id, recorder, progress, display))
+        status, error = asyncio.run(_main(prep, run_id, recorder, progress, display, on_run_id,
+                                          box, resume))
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user"
     except AgentctlError as exc:
@@ -190,7 +195,8 @@ def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
     finally:
         totals = progress.totals()
         try:
-            recorder.finish_run(status, totals, error)
+            if box["started"]:
+                recorder.finish_run(status, totals, error)
         finally:
             recorder.close()
     code = exit_code_for(status, totals)
@@ -203,11 +209,152 @@ def exit_code_for(status: str, totals: dict[str, Any]) -> int:
             "interrupted": EXIT_INTERRUPTED, "failed": EXIT_USAGE}.get(status, 1)
 
 
+@dataclass
+class ResumeState:
+    run_id: str
+    prior: dict[tuple[str, str], CellResult]
+    items: dict[str, dict]                  # stored input rows by key
+    actions: dict[str, dict]                # the ledger, by idempotency key
+
+
+def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
+                   retry_failed: bool = False, retry_stage: str | None = None
+                   ) -> tuple[Prepared, ResumeState, list[str]]:
+    """Rebuild a stored run: its own spec text, prompts, input rows, cells and ledger.
+
+    `retry_failed`/`retry_stage` (agentctl retry) drop the chosen failed cells, and everything
+    downstream of them, from the prior state so they run again inside the same run."""
+    from agentctl.runlog import queries
+    from agentctl.spec.loader import load_spec_text
+
+    db_path = store.resolve_db_path(db)
+    run, cells, actions, items = queries.load_run_state(db_path, run_id)
+    warnings: list[str] = []
+    if run["status"] == "running" and not queries.looks_dead(run):
+        raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
+                          "wait for it, or stop it first")
+    spec_path = Path(run["spec_path"])
+    spec = load_spec_text(run["spec_text"], path=spec_path)
+    stored = run["prompts"] or {}
+    spec.prompts.update(stored.get("stages") or {})
+    spec.systems.update(stored.get("agents") or {})
+    if spec_path.exists():
+        import hashlib
+
+        if hashlib.sha256(spec_path.read_bytes()).hexdigest() != run["spec_sha256"]:
+            warnings.append(f"{spec_path} changed since the run started; resuming with the stored spec")
+    args = run["args"] or {}
+    opts = RunOptions(pipeline=str(spec_path), accounts=run["input_path"], db=str(db_path),
+                      concurrency=args.get("concurrency"), limit=args.get("limit"),
+                      model=args.get("model"), mock=bool(run["mock"]) if mock is None else mock,
+                      auto_approve=bool(args.get("auto_approve")),
+                      dry_actions=bool(args.get("dry_actions")), max_cost=args.get("max_cost"))
+    if opts.model:
+        from agentctl.spec.loader import _override_models
+
+        _override_models(spec, opts.model)
+    accounts = AccountsFile(opts.accounts, spec.pipeline.input, limit=opts.limit)
+    summary = accounts.validate()
+    if summary.sha256 != run["input_sha256"]:
+        warnings.append(f"{opts.accounts} changed since the run started; stored rows are used "
+                        "for accounts already read")
+    if not opts.mock:
+        check_provider_env(spec)
+    plans = compile_plan(spec)
+    prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"])
+             for k, c in cells.items()}
+    if retry_failed or retry_stage:
+        prior = _drop_for_retry(prior, plans, failed_only=retry_failed, stage=retry_stage)
+    prep = Prepared(opts, spec, accounts, summary, db_path, plans,
+                    opts.concurrency or spec.pipeline.defaults.concurrency)
+    return prep, ResumeState(run["run_id"], prior, items, actions), warnings
+
+
+def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
+                    stage: str | None) -> dict:
+    ids = [p.id for p in plans]
+    if stage is not None and stage not in ids:
+        raise ConfigError(f"no stage '{stage}' in this run; stages: {', '.join(ids)}")
+    downstream: dict[str, set[str]] = {p.id: set() for p in plans}
+    for p in plans:  # plans are in topological order
+        for n in p.needs:
+            downstream[n].add(p.id)
+    closure: dict[str, set[str]] = {}
+    for p in reversed(plans):
+        closure[p.id] = {p.id}.union(*(closure[d] for d in downstream[p.id]))
+    out = dict(prior)
+    for (item, sid), result in prior.items():
+        chosen = (stage is None or sid == stage) and (
+            result.status == "failed" or (not failed_only and result.status != "ok"))
+        if chosen:
+            for d in closure[sid]:
+                out.pop((item, d), None)
+    return out
+
+
+def build_registry(spec: LoadedSpec):
+    if not spec.pipeline.tools:
+        return None
+    from agentctl.tools.registry import ToolRegistry
+
+    return ToolRegistry.from_spec(spec.pipeline.tools, spec_dir=spec.path.parent,
+                                  spec_file=str(spec.path))
+
+
 async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: RunProgress,
-                display, prior: dict[tuple[str, str], CellResult] | None = None) -> tuple[str, str | None]:
+                display, on_run_id, box: dict, resume: ResumeState | None) -> tuple[str, str | None]:
     opts, spec = prep.options, prep.spec
     loop = asyncio.get_running_loop()
-    client = make_client(opts.mock)
+    registry = build_registry(spec)
+    if registry is not None:
+        await registry.start()  # MCP servers up before any run row or model call
+    try:
+        if resume is None:
+            recorder.start_run(
+                pipeline=spec.pipeline.name, spec_path=str(spec.path), spec_text=spec.text,
+                spec_sha256=spec.sha256,
+                prompts={"order": spec.order, "stages": spec.prompts, "agents": spec.systems},
+                input_path=str(Path(opts.accounts).resolve()), input_sha256=prep.summary.sha256,
+                input_rows=prep.summary.rows, args=opts.as_args(), mock=opts.mock,
+                version=__version__)
+        else:
+            recorder.mark_running()
+        box["started"] = True
+        on_run_id(run_id)
+        return await _drive(prep, run_id, recorder, progress, display, registry, resume, loop)
+    finally:
+        if registry is not None:
+            await registry.aclose()
+
+
+async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: RunProgress,
+                 display, registry, resume: ResumeState | None, loop) -> tuple[str, str | None]:
+    from agentctl.engine.actions import Ledger, ToolExecutor
+
+    opts, spec = prep.options, prep.spec
+    ledger = Ledger(run_id=run_id, write=recorder.action, flush=recorder.aflush,
+                    rows=dict(resume.actions) if resume else {})
+    executor = None
+    if registry is not None:
+        executor = ToolExecutor(registry, {a: ag.tools for a, ag in spec.pipeline.agents.items()},
+                                run_id=run_id, record_tool_call=recorder.tool_call, ledger=ledger,
+                                on_tool_call=lambda: setattr(progress, "tool_calls",
+                                                             progress.tool_calls + 1))
+    forced = approval_mode(opts)
+
+    def stage_approval(plan: StagePlan) -> str:
+        if forced:
+            return forced
+        if plan.approval:
+            return plan.approval
+        return "required"
+
+    def mock_tool_args(name: str, parameters: dict, account: dict):
+        tool = registry.get(name) if registry is not None else None
+        fn = getattr(tool, "mock_args", None)
+        return fn(account) if fn else None
+
+    client = make_client(opts.mock, tool_args=mock_tool_args)
     limiter = PriorityLimiter(prep.concurrency)
     stage_limiters = {p.id: PriorityLimiter(p.stage.concurrency) for p in prep.plans
                       if p.kind == "agent" and p.stage.concurrency}
@@ -218,10 +365,14 @@ async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: Ru
         policy=RetryPolicy(max_attempts=spec.pipeline.defaults.max_attempts),
         routes=routes, fallbacks={a: m.fallbacks for a, m in spec.pipeline.models.items()},
         on_usage=progress.usage)
+    prior = dict(resume.prior) if resume else None
+    if resume is not None and executor is not None:
+        prior = await settle_approved_actions(resume, executor, registry, ledger, prior, recorder)
     engine = Engine(prep.plans, run_id=run_id, pipeline_name=spec.pipeline.name,
                     key_column=spec.pipeline.input.key, caller=caller,
                     record_cell=recorder.cell, record_item=recorder.item, progress=progress,
-                    prior=prior, max_active_items=max(64, prep.concurrency * 4))
+                    tools=executor, prior=prior, max_active_items=max(64, prep.concurrency * 4),
+                    default_approval=stage_approval)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
     interrupted = False
@@ -247,8 +398,11 @@ async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: Ru
     tickers = [asyncio.create_task(heartbeat())]
     if display is not None:
         tickers.append(asyncio.create_task(display(progress)))
+    rows = iter(prep.accounts)
+    if resume is not None:
+        rows = (resume.items.get(str(r[spec.pipeline.input.key]), r) for r in rows)
     try:
-        await engine.run(iter(prep.accounts), record_items=prior is None)
+        await engine.run(rows, record_items=True)
     except asyncio.CancelledError:
         if interrupted:
             return "interrupted", "interrupted by the user (Ctrl-C)"
@@ -271,6 +425,45 @@ async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: Ru
     if totals["failed"]:
         return "completed_with_errors", None
     return "completed", None
+
+
+async def settle_approved_actions(resume: ResumeState, executor, registry, ledger, prior,
+                                  recorder) -> dict:
+    """Execute approved actions exactly once; a cell whose actions are all decided is done."""
+    from agentctl.tools.base import ToolContext
+
+    for key, action in list(ledger.rows.items()):
+        if action["status"] not in ("approved", "intent"):
+            continue
+        tool = registry.get(action["tool"])
+        if tool is None:
+            await ledger.put({**action, "status": "failed",
+                              "error": f"tool '{action['tool']}' no longer exists in the spec"})
+            continue
+        if action["status"] == "intent" and not tool.accepts_idempotency_key:
+            await ledger.put({**action, "status": "failed",
+                              "error": "outcome unknown after a crash and the tool cannot "
+                                       "deduplicate; check it by hand"})
+            continue
+        ctx = ToolContext(run_id=resume.run_id, item_key=action["item_key"],
+                          stage_id=action["stage_id"], agent=None, idempotency_key=key)
+        await executor.execute(tool, action["arguments"] or {}, ctx, action)
+    open_cells = {(a["item_key"], a["stage_id"]) for a in ledger.rows.values()
+                  if a["status"] in ("pending_approval", "approved", "intent")}
+    for cell_key, result in list(prior.items()):
+        if result.status == "awaiting_approval" and cell_key not in open_cells:
+            failed = [a for a in ledger.rows.values()
+                      if (a["item_key"], a["stage_id"]) == cell_key and a["status"] == "failed"]
+            new = CellResult("failed" if failed else "ok", result.output,
+                             error=failed[0]["error"] if failed else None,
+                             error_type="ActionFailed" if failed else None)
+            prior[cell_key] = new
+            recorder.cell({"run_id": resume.run_id, "item_key": cell_key[0],
+                           "stage_id": cell_key[1], "status": new.status, "output": new.output,
+                           "error": new.error, "error_type": new.error_type, "attempts": 0,
+                           "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+                           "started_at": None, "ended_at": None, "duration_ms": 0.0})
+    return prior
 
 
 def emit_json(doc: dict[str, Any]) -> str:

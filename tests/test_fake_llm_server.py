@@ -78,6 +78,16 @@ def llm(srv: FakeLLM, messages: list[dict], **kwargs):
                                messages=messages, num_retries=0, max_retries=0, **kwargs)
 
 
+def run(coro):
+    """asyncio.run, closing litellm's cached clients before their loop goes away."""
+    async def main():
+        try:
+            return await coro
+        finally:
+            await litellm.close_litellm_async_clients()
+    return asyncio.run(main())
+
+
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -85,6 +95,12 @@ def user(text: str) -> list[dict]:
 def post(srv: FakeLLM, body: dict | None = None, **kwargs) -> httpx.Response:
     body = body or {"model": "fake", "messages": user("hello")}
     return HTTP.post(f"{srv.base_url}/chat/completions", json=body, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_http_client():
+    yield
+    HTTP.close()
 
 
 @pytest.fixture
@@ -102,7 +118,7 @@ def test_schema_reply_is_valid_and_the_same_for_the_same_prompt(srv):
         other = await llm(srv, user("Research Initech"), response_format=schema_format(ACCOUNT_SCHEMA))
         return [r.choices[0].message.content for r in (first, again, other)]
 
-    first, again, other = asyncio.run(main())
+    first, again, other = run(main())
     jsonschema.validate(json.loads(first), ACCOUNT_SCHEMA)
     jsonschema.validate(json.loads(other), ACCOUNT_SCHEMA)
     assert first == again
@@ -118,7 +134,7 @@ def test_sampled_values_validate_for_many_seeds(schema):
 
 
 def test_pydantic_model_as_response_format_round_trips(srv):
-    reply = asyncio.run(llm(srv, user("brief me"), response_format=Brief))
+    reply = run(llm(srv, user("brief me"), response_format=Brief))
     Brief.model_validate_json(reply.choices[0].message.content)
 
 
@@ -134,7 +150,7 @@ def test_usage_returned_equals_usage_recorded(srv):
     async def main():
         return await asyncio.gather(*(llm(srv, user("account " + "x" * n)) for n in (1, 50, 400)))
 
-    replies = asyncio.run(main())
+    replies = run(main())
     recorded = {r["messages"][0]["content"]: r["_usage"] for r in srv.requests}
     for reply, n in zip(replies, (1, 50, 400)):
         usage = recorded["account " + "x" * n]
@@ -164,7 +180,7 @@ def test_tool_calls_are_scripted_from_the_prompt(srv):
         no_tools = await llm(srv, user(prompt))
         return asked, answered, no_tools
 
-    asked, answered, no_tools = asyncio.run(main())
+    asked, answered, no_tools = run(main())
     assert asked.choices[0].finish_reason == "tool_calls"
     calls = asked.choices[0].message.tool_calls
     assert [c.function.name for c in calls] == ["kb_search", "now"]
@@ -192,7 +208,7 @@ def test_meta_markers_and_headers_are_counted(srv):
         await llm(srv, [system, *user("[[item:ACME-1]] [[stage:review]] again")])
         await llm(srv, user("no markers"), extra_headers={"x-agentctl-item": "INI-2", "x-agentctl-stage": "research"})
 
-    asyncio.run(main())
+    run(main())
     assert srv.count(item="ACME-1") == 2
     assert srv.count(item="ACME-1", stage="research") == 1
     assert srv.count(stage="research") == 2
@@ -213,10 +229,10 @@ def test_peak_in_flight_is_measured(srv):
                 return await llm(srv, user(f"[[item:{i}]]"))
         await asyncio.gather(*(one(i) for i in range(8)))
 
-    asyncio.run(main(limit=8))
+    run(main(limit=8))
     assert srv.peak_in_flight == 8
     srv.reset()
-    asyncio.run(main(limit=3))
+    run(main(limit=3))
     assert srv.peak_in_flight == 3
     assert srv.in_flight == 0 and len(srv.requests) == 8
 
@@ -332,7 +348,7 @@ def test_responder_overrides_and_falls_back(srv):
 def test_litellm_exception_for_each_failure(srv, reply, expected, status):
     srv.responder = lambda body: reply
     with pytest.raises(expected) as caught:
-        asyncio.run(llm(srv, user("x"), timeout=0.3))
+        run(llm(srv, user("x"), timeout=0.3))
     assert caught.value.status_code == status
     assert len(srv.requests) == 1  # no hidden retries
     if reply.headers:
@@ -347,19 +363,19 @@ def test_litellm_exception_for_each_failure(srv, reply, expected, status):
 # -- process mode --------------------------------------------------------------------------
 
 def test_process_mode_prints_port_and_serves_stats():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--fault-500", "0.5",
-                             "--seed", "3"], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        first_line = proc.stdout.readline()
-        assert first_line.startswith("PORT ")
-        base = f"http://127.0.0.1:{int(first_line.split()[1])}"
-        codes = [HTTP.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": user("x")}).status_code
-                 for _ in range(10)]
-        stats = HTTP.get(f"{base}/stats").json()
-        assert stats["requests"] == 10 and stats["peak_in_flight"] == 1
-        assert stats["status_counts"] == {str(c): codes.count(c) for c in set(codes)}
-        HTTP.post(f"{base}/reset")
-        assert HTTP.get(f"{base}/stats").json()["requests"] == 0
-    finally:
-        proc.terminate()
+    command = [sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--fault-500", "0.5", "--seed", "3"]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            first_line = proc.stdout.readline()
+            assert first_line.startswith("PORT ")
+            base = f"http://127.0.0.1:{int(first_line.split()[1])}"
+            codes = [HTTP.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": user("x")}).status_code
+                     for _ in range(10)]
+            stats = HTTP.get(f"{base}/stats").json()
+            assert stats["requests"] == 10 and stats["peak_in_flight"] == 1
+            assert stats["status_counts"] == {str(c): codes.count(c) for c in set(codes)}
+            HTTP.post(f"{base}/reset")
+            assert HTTP.get(f"{base}/stats").json()["requests"] == 0
+        finally:
+            proc.terminate()
         assert proc.wait(timeout=5) == 0

@@ -23,6 +23,7 @@ from agentctl.runlog.writer import utcnow
 from agentctl.spec.templates import eval_condition
 
 FINAL = {"ok", "failed", "skipped", "filtered"}
+REUSABLE = FINAL | {"awaiting_approval"}  # prior cells a resumed run keeps as they are
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Engine:
     async def _cell(self, plan: StagePlan, seq: int, key: str, row: dict,
                     deps: dict[str, CellResult]) -> CellResult:
         prior = self.prior.get((key, plan.id))
-        if prior is not None and prior.status in FINAL and plan.kind != "select":
+        if prior is not None and prior.status in REUSABLE and plan.kind != "select":
             self.progress.count(plan.id, prior.status)
             return prior
         barrier = self.barriers.get(plan.id)
@@ -263,7 +264,11 @@ class Engine:
         t0 = time.perf_counter()
         usage = CellUsage()
         try:
-            prompt = plan.template.render(**context)
+            try:
+                prompt = plan.template.render(**context)
+            except Exception as exc:  # e.g. a value the static checks could not foresee
+                raise CellFailed(f"prompt template of stage '{plan.id}' failed to render: "
+                                 f"{type(exc).__name__}: {exc}", "TemplateError") from exc
             task = AgentTask(
                 stage_id=plan.id, agent=plan.agent or "", system=plan.system, prompt=prompt,
                 route=plan.route, schema=plan.schema, parse=plan.parse,  # type: ignore[arg-type]

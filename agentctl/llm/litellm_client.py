@@ -181,7 +181,13 @@ class LiteLLMClient:
         return price_of(request.model, in_tok, out_tok)
 
     async def aclose(self) -> None:
-        return None
+        # litellm caches aiohttp sessions per loop; close them before our loop ends
+        closer = getattr(self._litellm, "close_litellm_async_clients", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:
+                pass
 
 
 def price_of(model: str, in_tok: int, out_tok: int) -> float | None:

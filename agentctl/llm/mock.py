@@ -2,7 +2,8 @@
 
 Deterministic: the same (account, stage, schema) always gives the same schema-valid output.
 It exercises the tool path too: on its first turn, an agent with tools calls each granted
-read-only tool once with arguments derived from the account.
+tool once with schema-valid arguments derived from the account (side-effect tools included,
+so the approval gate and the action ledger are exercised offline as well).
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def value_for(schema: dict[str, Any], rnd: _Rand, *, name: str, account: dict[st
     # string
     lo = int(schema.get("minLength", 0))
     hi = int(schema.get("maxLength", 400))
-    if "email" in name.lower() and "@" not in str(account.get("domain", "@")):
-        pass
+    if schema.get("format") == "email" or "@" in str(schema.get("pattern", "")) or \
+            name.lower() in ("to", "email", "cc", "bcc", "recipient") or name.lower().endswith("_email"):
+        domain = str(account.get("domain") or "example.com").removeprefix("www.")
+        return f"contact@{domain}"[:hi]
+    if schema.get("format") in ("uri", "url") or name.lower() in ("url", "website"):
+        return f"https://{account.get('domain') or 'example.com'}/"
     text = (f"[mock] {name} for {_label(account)} ({stage}): "
             f"{rnd.choice(_WORDS)} {rnd.choice(_WORDS)} {rnd.choice(_WORDS)}")
-    if "email" in name.lower() and name.lower().endswith(("email", "to", "address")):
-        domain = account.get("domain") or "example.com"
-        text = f"contact@{domain}"
     while len(text) < lo:
         text += f" {rnd.choice(_WORDS)}"
     return text[:hi]
@@ -127,8 +129,6 @@ class MockClient:
         if request.tools and not already_used_tools:
             for i, tool in enumerate(request.tools):
                 fn = tool["function"]
-                if meta.get("side_effect_tools") and fn["name"] in meta["side_effect_tools"]:
-                    continue
                 args = (self.tool_args(fn["name"], fn.get("parameters") or {}, account)
                         if self.tool_args else None)
                 if args is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from agentctl.errors import NotFound
 from agentctl.runlog import store
+from agentctl.runlog.writer import utcnow
 
 
 def _rows(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
@@ -234,3 +235,86 @@ def load_run_for_resume(path: Path, run_id: str) -> tuple[dict[str, Any], dict[t
                            "FROM cells WHERE run_id = ?", [run_id])
     prior = {(c["item_key"], c["stage_id"]): {**c, "output": _json(c["output"])} for c in cells}
     return run, prior
+
+
+def looks_dead(run: dict[str, Any], stale_s: float = 30.0) -> bool:
+    """A `running` run whose process is gone (crash, SIGKILL) or stopped heartbeating."""
+    import os
+    import socket
+    from datetime import datetime, timezone
+
+    if run.get("host") == socket.gethostname() and run.get("pid"):
+        try:
+            os.kill(int(run["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        # the pid exists, but it may have been reused: trust a fresh heartbeat only
+    beat = run.get("heartbeat_at") or run.get("started_at")
+    if beat is None:
+        return True
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return (now - beat).total_seconds() > stale_s
+
+
+def load_run_state(path: Path, run_id: str):
+    """Run row, final cells, ledger and stored input rows: what resume/retry need."""
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            raise NotFound("this run log has no runs yet")
+        run_id = resolve_run_id(con, run_id)
+        run = get_run(con, run_id)
+        cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type "
+                           "FROM cells WHERE run_id = ?", [run_id])
+        actions = _rows(con, "SELECT * FROM actions WHERE run_id = ?", [run_id])
+        items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ?", [run_id])
+    prior = {(c["item_key"], c["stage_id"]): {**c, "output": _json(c["output"])} for c in cells}
+    ledger = {a["idempotency_key"]: {**a, "arguments": _json(a["arguments"]),
+                                     "result": _json(a["result"])} for a in actions}
+    rows = {i["item_key"]: _json(i["input"]) for i in items}
+    return run, prior, ledger, rows
+
+
+def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
+                       ) -> tuple[str, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Actions in the given states, with every stage output of their accounts (for context
+    and for `--where` conditions)."""
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            raise NotFound("this run log has no runs yet")
+        run_id = resolve_run_id(con, run_id)
+        marks = ", ".join("?" for _ in statuses)
+        actions = _rows(con, f"""SELECT * FROM actions WHERE run_id = ? AND status IN ({marks})
+                                 ORDER BY item_key, created_at""", [run_id, *statuses])
+        cells = _rows(con, """SELECT c.item_key, c.stage_id, c.output FROM cells c
+                              WHERE c.run_id = ? AND c.item_key IN
+                                (SELECT item_key FROM actions WHERE run_id = ?)""", [run_id, run_id])
+        items = _rows(con, """SELECT item_key, input FROM items WHERE run_id = ? AND item_key IN
+                                (SELECT item_key FROM actions WHERE run_id = ?)""", [run_id, run_id])
+    context: dict[str, dict[str, Any]] = {}
+    for i in items:
+        row = _json(i["input"])
+        context[i["item_key"]] = {"account": row, "item": row}
+    for c in cells:
+        context.setdefault(c["item_key"], {})[c["stage_id"]] = _json(c["output"]) or {}
+    for a in actions:
+        a["arguments"] = _json(a["arguments"])
+        a["result"] = _json(a["result"])
+    return run_id, actions, context
+
+
+def decide_actions(path: Path, run_id: str, keys: list[str], *, decision: str, by: str,
+                   note: str | None) -> int:
+    """Mark pending actions approved or rejected; returns how many changed."""
+    if not keys:
+        return 0
+    with store.connect(path) as con:
+        con.execute("BEGIN")
+        marks = ", ".join("?" for _ in keys)
+        changed = con.execute(
+            f"""UPDATE actions SET status = ?, decided_by = ?, decided_at = ?, decision_note = ?
+                WHERE run_id = ? AND status = 'pending_approval' AND idempotency_key IN ({marks})
+                RETURNING idempotency_key""", [decision, by, utcnow(), note, run_id, *keys]).fetchall()
+        con.execute("COMMIT")
+    return len(changed)

@@ -242,27 +242,25 @@ def _topological(pipeline: Pipeline, src: "SourceMap") -> list[str]:
 
 
 def _find_cycle(pipeline: Pipeline, stuck: set[str]) -> list[str]:
+    """The shortest cycle through the first stuck stage (in YAML order) that is on one."""
     needs = {s.id: [n for n in s.needs if n in stuck] for s in pipeline.stages if s.id in stuck}
     for start in [s.id for s in pipeline.stages if s.id in stuck]:
-        path, on_path = [start], {start}
-
-        def walk(node: str) -> list[str] | None:
-            for nxt in needs[node]:
-                if nxt == start:
-                    return [*path, start]
-                if nxt not in on_path:
-                    path.append(nxt)
-                    on_path.add(nxt)
-                    found = walk(nxt)
-                    if found:
-                        return found
-                    on_path.discard(path.pop())
-            return None
-
-        found = walk(start)
-        if found:
-            return found
-    return sorted(stuck)  # unreachable: a stuck set always holds a cycle
+        came_from: dict[str, str] = {}
+        frontier = [start]
+        while frontier:
+            nxt_frontier = []
+            for node in frontier:
+                for nxt in needs[node]:
+                    if nxt == start:
+                        path = [node]
+                        while path[-1] != start:
+                            path.append(came_from[path[-1]])
+                        return [*reversed(path), start]
+                    if nxt not in came_from:
+                        came_from[nxt] = node
+                        nxt_frontier.append(nxt)
+            frontier = nxt_frontier
+    return sorted(stuck)  # unreachable: stuck stages always include a cycle
 
 
 def check_pipeline(pipeline: Pipeline, src: "SourceMap") -> list[str]:

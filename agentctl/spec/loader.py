@@ -66,7 +66,9 @@ class SourceMap:
 
 
 class _SpecYamlLoader(yaml.SafeLoader):
-    """SafeLoader that also records, per YAML path, the line and node (see :func:`_map`)."""
+    """Our own SafeLoader, so constructors other code adds to SafeLoader cannot leak in.
+    Lines are recorded by walking the composed nodes (:func:`_map`) before construction."""
+    yaml_constructors = yaml.SafeLoader.yaml_constructors.copy()
 
 
 def _map(node: yaml.Node, path: str, src: SourceMap, active: set[int]) -> None:

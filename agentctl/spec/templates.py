@@ -84,11 +84,17 @@ def _where(stage: str | None) -> str:
     return f"stage '{stage}'" if stage else "template"
 
 
+# Errors a template can raise while evaluating (Jinja lets Python's own through, e.g.
+# TypeError for `{{ account.name + 1 }}`); they become one SpecError naming the stage.
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
+                  AttributeError)
+
+
 def render_prompt(template_text: str, context: Mapping[str, Any], *,
                   stage: str | None = None) -> str:
     try:
         return compile_prompt(template_text).render(context)
-    except jinja2.TemplateError as exc:
+    except _RENDER_ERRORS as exc:
         raise SpecError(f"{_where(stage)}: prompt failed to render: {exc}",
                         hint=_render_hint(exc)) from exc
 
@@ -96,7 +102,7 @@ def render_prompt(template_text: str, context: Mapping[str, Any], *,
 def eval_condition(expr: str, context: Mapping[str, Any], *, stage: str | None = None) -> bool:
     try:
         return bool(compile_condition(expr)(**context))
-    except jinja2.TemplateError as exc:
+    except _RENDER_ERRORS as exc:
         raise SpecError(f"{_where(stage)}: condition {expr!r} failed: {exc}",
                         hint=_render_hint(exc)) from exc
 

@@ -1,0 +1,83 @@
+"""`review`, `approve` and `reject`: the human side of the action ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from agentctl.errors import ConfigError, SpecError, UsageError
+from agentctl.runlog import queries
+from agentctl.runlog.recorder import os_user
+from agentctl.spec.templates import eval_condition
+
+
+def review(db: Path, run_id: str, *, include_decided: bool = False) -> dict[str, Any]:
+    statuses = ("pending_approval",) if not include_decided else (
+        "pending_approval", "approved", "rejected", "done", "failed", "intent", "dry_run")
+    run_id, actions, context = queries.actions_for_review(db, run_id, statuses=statuses)
+    rows = []
+    for a in actions:
+        ctx = context.get(a["item_key"], {})
+        upstream = {k: v for k, v in ctx.items() if k not in ("account", "item", a["stage_id"])}
+        rows.append({"action_id": a["idempotency_key"], "item_key": a["item_key"],
+                     "stage_id": a["stage_id"], "tool": a["tool"], "status": a["status"],
+                     "arguments": a["arguments"], "upstream": upstream,
+                     "decided_by": a["decided_by"], "decided_at": a["decided_at"]})
+    return {"run_id": run_id, "actions": rows}
+
+
+def to_csv(doc: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["run_id", "action_id", "item_key", "stage_id", "tool", "status", "arguments",
+                "upstream"])
+    for a in doc["actions"]:
+        w.writerow([doc["run_id"], a["action_id"], a["item_key"], a["stage_id"], a["tool"],
+                    a["status"], json.dumps(a["arguments"], ensure_ascii=False),
+                    json.dumps(a["upstream"], ensure_ascii=False, default=str)])
+    return buf.getvalue()
+
+
+def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
+           items: list[str] | None = None, where: str | None = None,
+           actions: list[str] | None = None, by: str | None = None,
+           note: str | None = None) -> dict[str, Any]:
+    """Approve or reject pending actions chosen by --all, --items, --where or --action."""
+    chosen_by = sum(bool(x) for x in (all_, items, where, actions))
+    if chosen_by != 1:
+        raise UsageError("say which actions: exactly one of --all, --items k1,k2, "
+                         "--where \"<condition>\" or --action ID")
+    run_id, pending, context = queries.actions_for_review(db, run_id)
+    if items:
+        known = {a["item_key"] for a in pending}
+        unknown = [k for k in items if k not in known]
+        if unknown:
+            raise ConfigError(f"no pending actions for item(s) {', '.join(unknown)} in run {run_id}; "
+                              f"see `agentctl review {run_id}`")
+        keys = [a["idempotency_key"] for a in pending if a["item_key"] in items]
+    elif actions:
+        known = {a["idempotency_key"] for a in pending}
+        unknown = [k for k in actions if k not in known]
+        if unknown:
+            raise ConfigError(f"no pending action {', '.join(unknown)} in run {run_id}")
+        keys = actions
+    elif where:
+        keys = []
+        for a in pending:
+            ctx = context.get(a["item_key"], {})
+            try:
+                if eval_condition(where, ctx):
+                    keys.append(a["idempotency_key"])
+            except SpecError as exc:
+                raise UsageError(f"--where \"{where}\" cannot be evaluated for item "
+                                 f"{a['item_key']}: {exc.detail}; conditions use stage outputs "
+                                 "like score.score >= 80 or account.<column>") from None
+    else:
+        keys = [a["idempotency_key"] for a in pending]
+    who = by or os_user()
+    changed = queries.decide_actions(db, run_id, keys, decision=decision, by=who, note=note)
+    return {"run_id": run_id, "decision": decision, "by": who, "changed": changed,
+            "pending_before": len(pending), "pending_after": len(pending) - changed}

@@ -1,0 +1,483 @@
+"""The spec layer: loading, one clear SpecError per mistake, output schemas, templates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from agentctl.errors import ConfigError, OutputInvalid, SpecError
+from agentctl.spec import LoadedSpec, Pipeline, load_spec, load_spec_text
+from agentctl.spec.models import AgentStage, OutputField, SelectStage
+from agentctl.spec.outputs import (
+    output_json_schema, output_model, parse_output, validate_output,
+)
+from agentctl.spec.templates import (
+    build_context, compile_prompt, eval_condition, make_env, render_prompt,
+)
+
+SPECS = Path(__file__).parent / "data" / "specs"
+VALID = (SPECS / "valid.yaml").read_text()
+BAD = SPECS / "bad.yaml"  # never written: load_spec_text only needs its folder for prompt files
+
+
+def mutate(old: str, new: str) -> str:
+    assert VALID.count(old) == 1, f"fixture changed: {old!r}"
+    return VALID.replace(old, new)
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def spec_error(text: str, path: Path = BAD) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, path=path)
+    err = info.value
+    assert err.exit_code == 2
+    return err
+
+
+# --- the valid spec -----------------------------------------------------------------------
+
+def test_valid_spec_loads():
+    spec = load_spec(SPECS / "valid.yaml")
+    assert isinstance(spec, LoadedSpec) and isinstance(spec.pipeline, Pipeline)
+    assert spec.path == (SPECS / "valid.yaml").resolve() and spec.path.is_absolute()
+    assert spec.text == VALID
+    assert len(spec.sha256) == 64
+    assert spec.order == ["research", "score", "shortlist", "write", "validate"]
+    assert spec.prompts["research"].startswith("Research {{ account.name }}")
+    assert "{{ research.summary }}" in spec.prompts["score"]
+    assert set(spec.prompts) == {"research", "score", "write", "validate"}
+    assert spec.systems["researcher"].startswith("You research companies")
+    assert spec.systems["scorer"].startswith("You score accounts")
+    assert spec.model_alias("research") == "fast"      # defaults.model
+    assert spec.model_alias("write") == "smart"        # agent.model
+    assert spec.model_alias("validate") == "smart"     # stage.model
+    shortlist = spec.pipeline.stage("shortlist")
+    assert isinstance(shortlist, SelectStage) and shortlist.top == 10
+
+
+def test_order_is_yaml_order_among_ready_stages():
+    text = mutate("  - id: research\n", "  - id: late\n    agent: scorer\n    needs: [validate]\n"
+                  "    prompt: hi\n  - id: research\n")
+    spec = load_spec_text(text, path=BAD)
+    assert spec.order == ["research", "score", "shortlist", "write", "validate", "late"]
+
+
+def test_model_override_replaces_every_alias_model():
+    spec = load_spec(SPECS / "valid.yaml", model_override="mock/echo")
+    assert {m.model for m in spec.pipeline.models.values()} == {"mock/echo"}
+    smart = spec.pipeline.models["smart"]
+    assert smart.temperature == 0.2 and smart.max_tokens == 2000 and smart.fallbacks == ["fast"]
+    assert smart.price is None  # the price belonged to the old model
+    assert spec.model_override == "mock/echo"
+    with pytest.raises(ConfigError):
+        load_spec(SPECS / "valid.yaml", model_override=" ")
+
+
+def test_resolve_path_stays_inside_the_spec_folder(tmp_path):
+    spec = load_spec(SPECS / "valid.yaml")
+    assert spec.resolve_path("prompts/write.md", what="file", yaml_path="x") == \
+        (SPECS / "prompts" / "write.md").resolve()
+    with pytest.raises(SpecError, match="outside the spec's folder"):
+        spec.resolve_path("../x", what="kb folder", yaml_path="tools.kb.path")
+    with pytest.raises(SpecError, match="outside the spec's folder") as info:
+        spec.resolve_path(str(tmp_path), what="kb folder", yaml_path="tools.kb.path")
+    assert info.value.line == line_of(VALID, "path: kb/")
+
+
+# --- one SpecError per mistake ------------------------------------------------------------
+
+# (id, old, new, words in the message, YAML path, a substring of the error's line, hint words)
+CASES = [
+    ("unknown-key", "    prompt_file: prompts/research.md", "    promt_file: prompts/research.md",
+     "unknown key 'promt_file'", "stages[0].promt_file", "promt_file", "did you mean 'prompt_file'"),
+    ("unknown-root-key", "name: account-outreach", "nmae: account-outreach",
+     "unknown key 'nmae'", "nmae", "nmae:", "did you mean 'name'"),
+    ("unknown-key-other-stage-type", "    top: 10", "    top: 10\n    agent: writer",
+     "unknown key 'agent'", "stages[2].agent", "agent: writer", "type: agent"),
+    ("wrong-type-int", "    top: 10", "    top: ten",
+     "expected an integer, got a string ('ten')", "stages[2].top", "top: ten", None),
+    ("wrong-type-list", "    needs: [research]\n    when", "    needs: research\n    when",
+     "expected a list", "stages[1].needs", "needs: research", "[research]"),
+    ("wrong-type-bool-for-str", "      summary: {type: str, description: Two-sentence company summary, min_length: 10}",
+     "      summary: {type: str, description: yes}",
+     "expected a string, got a boolean", "stages[0].output.summary.description", "description: yes",
+     "quote it"),
+    ("stage-not-a-mapping", "  - id: research\n", "  - research\n  - id: research\n",
+     "expected a mapping", "stages[0]", "- research", "- id: <name>"),
+    ("missing-key", "  - id: research\n    agent: researcher\n", "  - id: research\n",
+     "missing required key 'agent'", "stages[0].agent", "- id: research", "researcher, scorer"),
+    ("unknown-stage-type", "  - id: research\n", "  - id: research\n    type: selct\n",
+     "unknown stage type 'selct'", "stages[0]", "- id: research", "did you mean 'select'"),
+    ("secret-in-params", "  fast: openai/gpt-4o-mini\n",
+     "  fast: {model: openai/gpt-4o-mini, params: {api_key: sk-1}}\n",
+     "looks like a secret", "models.fast.params", "api_key", None),
+    ("bad-identifier", "  kb:\n", "  kb-search:\n",
+     "'kb-search' is not a valid name", "tools.kb-search", "kb-search:", "letters, digits"),
+    ("duplicate-stage-id", "  - id: validate", "  - id: score",
+     "duplicate stage id 'score'", "stages[4].id", "- id: score\n    agent: reviewer", "unique"),
+    ("duplicate-yaml-key", "  scorer:\n    system: You", "  scorer:\n    model: fast\n    model: smart\n    system: You",
+     "duplicate key 'model' (first on line", "agents.scorer.model", "model: smart\n    system: You",
+     "only the last"),
+    ("needs-unknown", "needs: [shortlist, research, score]", "needs: [shortlist, reserch, score]",
+     "stage 'write' needs unknown stage 'reserch'", "stages[3].needs[1]", "reserch",
+     "did you mean 'research'"),
+    ("needs-itself", "needs: [shortlist, research, score]", "needs: [shortlist, write, score]",
+     "stage 'write' needs itself", "stages[3].needs[1]", "needs: [shortlist, write", "before it"),
+    ("cycle", "  - id: research\n    agent: researcher\n",
+     "  - id: research\n    agent: researcher\n    needs: [write]\n",
+     "cycle: research -> write -> research", "stages[0].needs[0]", "needs: [write]",
+     "remove one of these needs"),
+    ("long-cycle", "  - id: research\n    agent: researcher\n",
+     "  - id: research\n    agent: researcher\n    needs: [validate]\n",
+     "cycle: research -> validate -> write -> research", "stages[0].needs[0]", "needs: [validate]",
+     "remove one of these needs"),
+    ("unknown-agent", "    agent: scorer\n", "    agent: scorrer\n",
+     "unknown agent 'scorrer'", "stages[1].agent", "agent: scorrer", "did you mean 'scorer'"),
+    ("unknown-alias-defaults", "  model: fast\n  concurrency", "  model: fats\n  concurrency",
+     "unknown model alias 'fats'", "defaults.model", "model: fats", "did you mean 'fast'"),
+    ("unknown-alias-agent", "    model: smart\n  reviewer", "    model: gpt4\n  reviewer",
+     "unknown model alias 'gpt4'", "agents.writer.model", "model: gpt4", "fast, smart"),
+    ("unknown-alias-stage", "    model: smart\n    prompt:", "    model: smrt\n    prompt:",
+     "unknown model alias 'smrt'", "stages[4].model", "model: smrt", "did you mean 'smart'"),
+    ("unknown-alias-limits", "  openai: {rpm", "  opnai: {rpm",
+     "limits key 'opnai' is neither a model alias nor a provider", "limits.opnai", "opnai",
+     "did you mean 'openai'"),
+    ("unknown-alias-fallback", "fallbacks: [fast]", "fallbacks: [fst]",
+     "unknown model alias 'fst'", "models.smart.fallbacks[0]", "fallbacks: [fst]",
+     "did you mean 'fast'"),
+    ("no-model", "defaults:\n  model: fast\n", "defaults:\n",
+     "no model for agent 'researcher'", "agents.researcher", "  researcher:", "defaults.model"),
+    ("unknown-tool", "tools: [kb, time.get_current_time]", "tools: [kbb, time.get_current_time]",
+     "unknown tool 'kbb'", "agents.researcher.tools[0]", "tools: [kbb", "did you mean 'kb'"),
+    ("unknown-mcp-server", "tools: [kb, time.get_current_time]", "tools: [kb, tme.get_current_time]",
+     "unknown tool 'tme.get_current_time'", "agents.researcher.tools[1]", "tme.get", "did you mean 'time'"),
+    ("dotted-non-mcp-tool", "tools: [kb, time.get_current_time]", "tools: [kb.search]",
+     "not an MCP server", "agents.researcher.tools[0]", "kb.search", "grant it as 'kb'"),
+    ("missing-prompt-file", "prompt_file: prompts/write.md", "prompt_file: prompts/nope.md",
+     f"prompt file not found: {(SPECS / 'prompts' / 'nope.md').resolve()}", "stages[3].prompt_file",
+     "prompts/nope.md", "relative to the spec"),
+    ("missing-system-file", "system_file: prompts/writer_system.md", "system_file: prompts/gone.md",
+     "system file not found", "agents.writer.system_file", "prompts/gone.md", "relative"),
+    ("escaping-prompt-file", "prompt_file: prompts/write.md", "prompt_file: ../../etc/passwd",
+     "outside the spec's folder", "stages[3].prompt_file", "../../etc/passwd", "relative path"),
+    ("absolute-prompt-file", "prompt_file: prompts/write.md", "prompt_file: /etc/passwd",
+     "outside the spec's folder", "stages[3].prompt_file", "/etc/passwd", "relative path"),
+    ("output-type-string", "summary: {type: str, description", "summary: {type: string, description",
+     "invalid type 'string'", "stages[0].output.summary.type", "type: string",
+     "did you mean 'str'"),
+    ("output-type-shorthand", "      reason: str", "      reason: integer",
+     "invalid type 'integer'", "stages[1].output.reason", "reason: integer", "did you mean 'int'"),
+    ("enum-without-values", "tier: {type: enum, values: [A, B, C]}", "tier: {type: enum}",
+     "enum field needs 'values", "stages[1].output.tier", "tier: {type: enum}", None),
+    ("enum-yaml-booleans", "values: [A, B, C]", "values: [yes, no]",
+     "expected a string, got a boolean", "stages[1].output.tier.values[0]", "values: [yes",
+     "quote it"),
+    ("min-greater-than-max", "score: {type: int, min: 0, max: 100}", "score: {type: int, min: 80, max: 10}",
+     "min (80.0) is greater than max (10.0)", "stages[1].output.score", "min: 80", None),
+    ("select-by-form", "by: score.score", "by: score",
+     "not of the form <stage>.<field>", "stages[2].by", "by: score", "score.score"),
+    ("select-by-not-in-needs", "by: score.score", "by: research.summary",
+     "does not list in needs", "stages[2].by", "by: research", "add 'research' to needs"),
+    ("select-by-unknown-field", "by: score.score", "by: score.scor",
+     "stage 'score' has no output field 'scor'", "stages[2].by", "by: score.scor",
+     "did you mean 'score'"),
+    ("when-does-not-parse", "when: \"account.industry != 'gambling'\"", "when: \"account.industry !=\"",
+     "'when' does not parse", "stages[1].when", "when:", "Jinja2 syntax"),
+    ("prompt-does-not-parse", "{% endfor %}\n", "{% endfro %}\n",
+     "prompt does not parse", "stages[1].prompt", "{% endfro %}", "Jinja2 syntax"),
+    ("prompt-unknown-filter", "Score {{ account.name }}", "Score {{ account.name | shout }}",
+     "No filter named 'shout'", "stages[1].prompt", "shout", None),
+    ("template-stage-not-in-needs", "{{ write.subject }}", "{{ research.summary }}",
+     "prompt uses 'research' but stage 'validate' does not list it in needs", "stages[4].prompt",
+     "Check this email", "add 'research' to needs"),
+    ("template-required-column", "Score {{ account.name }}", "Score {{ account.nmae }}",
+     "account.nmae is not a required input column", "stages[1].prompt", "account.nmae",
+     "add it to input.required or fix the name (did you mean 'name'?)"),
+    ("template-subscript-column", "Score {{ account.name }}", "Score {{ item['nmae'] }}",
+     "item.nmae is not a required input column", "stages[1].prompt", "item['nmae']", "'name'"),
+    ("template-typo-root", "Summary: {{ research.summary }}", "Summary: {{ reserch.summary }}",
+     "unknown name 'reserch'", "stages[1].prompt", "Summary:", "did you mean 'research'"),
+    ("template-unknown-field", "Summary: {{ research.summary }}", "Summary: {{ research.sumary }}",
+     "stage 'research' has no output field 'sumary'", "stages[1].prompt", "Summary:",
+     "did you mean 'summary'"),
+    ("template-run-field", "Score {{ account.name }}", "Score {{ run.user }}",
+     "run.user does not exist", "stages[1].prompt", "run.user", "id, pipeline"),
+    ("when-unknown-field", "account.industry != 'gambling'", "research.industry != 'gambling'",
+     "stage 'research' has no output field 'industry'", "stages[1].when", "when:", "summary"),
+    ("where-unknown-field", "where: \"score.tier != 'C'\"", "where: \"score.tierr != 'C'\"",
+     "stage 'score' has no output field 'tierr'", "stages[2].where", "where:", "did you mean 'tier'"),
+    ("reserved-stage-id", "  - id: validate", "  - id: account",
+     "stage id 'account' is reserved", "stages[4].id", "id: account", "rename"),
+    ("version", "version: 1", "version: 2",
+     "unsupported spec version 2", "version", "version: 2", "version 1"),
+]
+
+
+@pytest.mark.parametrize("old,new,words,path,line_text,hint", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_spec_errors(old, new, words, path, line_text, hint):
+    text = mutate(old, new)
+    err = spec_error(text)
+    message = str(err)
+    assert words in message
+    assert message.startswith(f"{BAD}:")
+    assert err.path == path and f" at {path}: " in message
+    expected_line = text[:text.index(line_text)].count("\n") + 1
+    assert err.line == expected_line and f"bad.yaml:{expected_line} " in message
+    if hint:
+        assert err.hint and hint in err.hint
+        assert hint in err.one_line()
+
+
+def test_several_errors_report_the_first_by_line_and_count_the_rest():
+    text = mutate("    agent: scorer\n", "    agent: scorrer\n").replace("[kb, time", "[kbb, time")
+    err = spec_error(text)
+    assert err.path == "agents.researcher.tools[0]"
+    assert "(+1 more error)" in str(err)
+    text = mutate("    top: 10", "    top: ten").replace("min_length: 10", "min_length: many")
+    err = spec_error(text.replace("name: account-outreach", "nmae: x"))
+    assert err.path == "nmae" and "(+3 more errors)" in str(err)  # + missing name
+
+
+def test_template_line_inside_inline_block_prompt():
+    text = mutate("{% for s in research.signals %}", "{{ research.oops }}{% for s in research.signals %}")
+    err = spec_error(text)
+    assert err.line == line_of(text, "research.oops")
+
+
+def test_template_error_in_prompt_file_points_at_the_file(tmp_path):
+    shutil.copytree(SPECS, tmp_path / "specs")
+    prompt = tmp_path / "specs" / "prompts" / "write.md"
+    prompt.write_text("Hello {{ account.name }}\nscore {{ score.scoer }}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "specs" / "valid.yaml")
+    err = info.value
+    assert err.file and err.file.endswith("prompts/write.md") and err.line == 2
+    assert err.path == "stages[3].prompt_file"
+    assert "write.md:2 at stages[3].prompt_file: stage 'score' has no output field 'scoer'" in str(err)
+
+
+def test_symlink_escaping_the_spec_folder_is_refused(tmp_path):
+    shutil.copytree(SPECS, tmp_path / "specs")
+    (tmp_path / "secret.txt").write_text("{{ account.name }}")
+    (tmp_path / "specs" / "prompts" / "link.md").symlink_to(tmp_path / "secret.txt")
+    text = mutate("prompt_file: prompts/write.md", "prompt_file: prompts/link.md")
+    err = spec_error(text, path=tmp_path / "specs" / "bad.yaml")
+    assert "outside the spec's folder" in str(err) and err.path == "stages[3].prompt_file"
+
+
+def test_account_columns_are_unchecked_without_input_required():
+    text = mutate("  required: [name, domain, industry]\n", "").replace("account.name", "account.anything")
+    load_spec_text(text, path=BAD)
+
+
+def test_dict_methods_and_locals_are_not_columns():
+    text = mutate("Score {{ account.name }}",
+                  "{% for k, v in account.items() %}{{ k }}{{ loop.index }}{% endfor %}"
+                  "{% set n = namespace(x=1) %}{{ n.x }}{{ range(3) | list }}")
+    load_spec_text(text, path=BAD)
+
+
+# --- file- and YAML-level errors ----------------------------------------------------------
+
+def test_file_not_found(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SpecError) as info:
+        load_spec(missing)
+    assert str(missing) in str(info.value) and "not found" in str(info.value)
+    assert info.value.exit_code == 2 and info.value.hint
+
+
+def test_directory_is_not_a_spec(tmp_path):
+    with pytest.raises(SpecError, match="directory"):
+        load_spec(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# just a comment\n"])
+def test_empty_file(text):
+    err = spec_error(text)
+    assert "empty" in str(err) and str(BAD) in str(err) and err.hint
+
+
+@pytest.mark.parametrize("text,kind", [("- a\n- b\n", "a list"), ("just text\n", "a string")])
+def test_top_level_must_be_a_mapping(text, kind):
+    err = spec_error(text)
+    assert f"must be a YAML mapping, got {kind}" in str(err) and err.line == 1 and err.hint
+
+
+@pytest.mark.parametrize("text,line,column,hint", [
+    ("name: x\ninput: [a\nmodels: {}\n", 3, 7, "quoting"),
+    ("name: x\nstages:\n\t- id: a\n", 3, 1, "tabs"),
+    ("name: x\nprompt: {{ account.name }}\n", 2, 10, "quote"),
+    ("name: x\n---\nname: y\n", 2, 1, None),
+])
+def test_yaml_syntax_error(text, line, column, hint):
+    err = spec_error(text)
+    assert "YAML syntax error" in str(err)
+    assert err.line == line and f"bad.yaml:{line}:" in str(err) and f"(column {column})" in str(err)
+    if hint:
+        assert hint in (err.hint or "")
+
+
+def test_duplicate_keys_at_top_level():
+    err = spec_error(VALID + "name: again\n")
+    assert "duplicate key 'name' (first on line 2)" in str(err) and err.path == "name"
+    assert err.line == len(VALID.splitlines()) + 1
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spec() -> LoadedSpec:
+    return load_spec(SPECS / "valid.yaml")
+
+
+def test_output_json_schema_is_valid_json_schema(spec):
+    for stage in spec.pipeline.stages:
+        schema = output_json_schema(stage)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["type"] == "object" and schema["additionalProperties"] is False
+    score = output_json_schema(spec.pipeline.stage("score"))
+    assert score["properties"]["score"] == {"type": "integer", "minimum": 0, "maximum": 100}
+    assert score["properties"]["tier"] == {"type": "string", "enum": ["A", "B", "C"]}
+    assert score["required"] == ["score", "tier", "reason"]
+    research = output_json_schema(spec.pipeline.stage("research"))
+    assert research["properties"]["signals"] == {"type": "array", "items": {"type": "string"},
+                                                 "maxItems": 5}
+    assert research["properties"]["summary"]["minLength"] == 10
+    assert research["properties"]["summary"]["description"] == "Two-sentence company summary"
+    assert "employees" not in research["required"]
+    shortlist = output_json_schema(spec.pipeline.stage("shortlist"))
+    assert set(shortlist["properties"]) == {"selected", "rank"}
+
+
+def test_free_text_stage_schema_and_parse():
+    stage = AgentStage(id="note", agent="a", prompt="hi")
+    assert output_json_schema(stage) == {"type": "object", "properties": {"text": {"type": "string"}},
+                                         "required": ["text"], "additionalProperties": False}
+    assert parse_output(stage, "  Just words.\n") == {"text": "Just words."}
+    assert validate_output(stage, {"text": "x"}) == {"text": "x"}
+
+
+def test_validate_output_accepts_what_the_schema_accepts(spec):
+    stage = spec.pipeline.stage("research")
+    good = {"summary": "Acme makes anvils for coyotes.", "signals": ["hiring"], "employees": None}
+    jsonschema.validate(good, output_json_schema(stage))
+    assert validate_output(stage, good) == good
+    assert validate_output(stage, {"summary": "Acme makes anvils.", "signals": []})["employees"] is None
+
+
+def test_validate_output_lists_every_problem(spec):
+    stage = spec.pipeline.stage("score")
+    with pytest.raises(OutputInvalid) as info:
+        validate_output(stage, {"score": 140, "tier": "D", "extra": 1})
+    message = str(info.value)
+    assert "score: Input should be less than or equal to 100" in message
+    assert "tier: Input should be 'A', 'B' or 'C'" in message
+    assert "reason: Field required" in message
+    assert "extra: unexpected field" in message
+    assert len(info.value.problems) == 4
+    with pytest.raises(OutputInvalid, match="must be a JSON object, got list"):
+        validate_output(stage, [1, 2])
+
+
+def test_parse_output_strips_fences_and_prose(spec):
+    stage = spec.pipeline.stage("score")
+    reply = {"score": 90, "tier": "A", "reason": "fits"}
+    assert parse_output(stage, json.dumps(reply)) == reply
+    assert parse_output(stage, "```json\n" + json.dumps(reply) + "\n```") == reply
+    assert parse_output(stage, "Here you go:\n```\n" + json.dumps(reply) + "\n```\nThanks") == reply
+    assert parse_output(stage, "Sure! " + json.dumps(reply) + " Hope that helps.") == reply
+    with pytest.raises(OutputInvalid, match="reply is not valid JSON"):
+        parse_output(stage, '{"score": 90,')
+
+
+def test_output_model_is_cached_and_forbids_extra(spec):
+    stage = spec.pipeline.stage("score")
+    model = output_model(stage)
+    assert output_model(stage) is model
+    assert model.model_config["extra"] == "forbid"
+
+
+def test_enum_with_ints_and_optional_field():
+    stage = AgentStage(id="s", agent="a", prompt="p", output={
+        "level": OutputField(type="enum", values=[1, 2, "many"], required=False)})
+    schema = output_json_schema(stage)
+    assert schema["properties"]["level"] == {"type": ["integer", "string", "null"],
+                                             "enum": [1, 2, "many", None]}
+    jsonschema.validate({"level": None}, schema)
+    assert validate_output(stage, {"level": 2}) == {"level": 2}
+    with pytest.raises(OutputInvalid):
+        validate_output(stage, {"level": 3})
+
+
+# --- templates ----------------------------------------------------------------------------
+
+ACCOUNT = {"account_id": "a1", "name": "Acme", "domain": "acme.test"}
+
+
+def test_render_prompt_with_context():
+    context = build_context(ACCOUNT, {"research": {"summary": "Anvils.", "items": ["x"]}},
+                            {"id": "r1", "pipeline": "p"})
+    out = render_prompt("{{ account.name }}/{{ item.domain }}: {{ research.summary }} "
+                        "{{ research.items | join(',') }} {{ run.id }}\n", context)
+    assert out == "Acme/acme.test: Anvils. x r1\n"  # keep_trailing_newline; keys beat dict methods
+
+
+def test_render_undefined_raises_spec_error_naming_the_stage():
+    with pytest.raises(SpecError, match="stage 'write'.*nmae"):
+        render_prompt("{{ account.nmae }}", {"account": ACCOUNT}, stage="write")
+
+
+def test_sandbox_blocks_python_internals():
+    for source in ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
+                   "{{ account.__class__ }}"]:
+        with pytest.raises(SpecError, match="unsafe"):
+            render_prompt(source, {"account": ACCOUNT}, stage="s")
+
+
+def test_eval_condition():
+    context = {"account": ACCOUNT, "score": {"score": 80, "tier": "A"}}
+    assert eval_condition("score.score >= 70 and score.tier in ['A', 'B']", context) is True
+    assert eval_condition("account.name == 'Other'", context) is False
+    assert eval_condition("score.score", context) is True
+    with pytest.raises(SpecError, match="stage 'x'"):
+        eval_condition("account.missing", context, stage="x")
+
+
+def test_every_prompt_of_the_valid_spec_renders(spec):
+    outputs = {"research": {"summary": "Acme makes anvils.", "signals": ["hiring"], "employees": 5},
+               "score": {"score": 91, "tier": "A", "reason": "fit"},
+               "shortlist": {"selected": True, "rank": 1},
+               "write": {"subject": "Hi", "body": "Hello"}}
+    account = {"account_id": "a1", "name": "Acme", "domain": "acme.test", "industry": "tools"}
+    for stage_id in spec.order:
+        stage = spec.pipeline.stage(stage_id)
+        context = build_context(account, {n: outputs[n] for n in stage.needs},
+                                {"id": "r1", "pipeline": spec.pipeline.name})
+        if stage.when:
+            assert eval_condition(stage.when, context, stage=stage_id)
+        if stage_id in spec.prompts:
+            assert render_prompt(spec.prompts[stage_id], context, stage=stage_id).strip()
+        if isinstance(stage, SelectStage) and stage.where:
+            assert eval_condition(stage.where, context, stage=stage_id)
+
+
+@pytest.mark.parametrize("expr", ["account.name account.domain", "account.name is shouty",
+                                  "account.name ==", "{{ x }}"])
+def test_bad_when_expressions(expr):
+    err = spec_error(mutate("when: \"account.industry != 'gambling'\"", f"when: {json.dumps(expr)}"))
+    assert "'when' does not parse" in str(err) and err.path == "stages[1].when"
+
+
+def test_compiled_prompts_are_cached_and_env_is_sandboxed():
+    assert compile_prompt("{{ account.name }}!") is compile_prompt("{{ account.name }}!")
+    env = make_env()
+    assert env.sandboxed and env.keep_trailing_newline and not env.autoescape
