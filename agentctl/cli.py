@@ -72,6 +72,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Run side-effect actions without waiting for approval (trusted pipelines)."),
     dry_actions: bool = typer.Option(False, "--dry-actions", help="Record side-effect actions without executing them."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop scheduling when spending would pass this many USD (exit 4)."),
+    cache: bool = typer.Option(False, "--cache", help="Reuse answers to identical requests from the run log (zero cost)."),
+    replay: Optional[str] = typer.Option(None, "--replay", help="Serve every LLM answer from a recorded run (deterministic, zero cost)."),
 ) -> None:
     """Run PIPELINE over ACCOUNTS. Prints the run id first, then a summary."""
     from agentctl import runner
@@ -81,7 +84,8 @@ def run(
         raise typer.Exit(2)
     opts = runner.RunOptions(pipeline=pipeline, accounts=accounts, db=db, concurrency=concurrency,
                              limit=limit, model=model, mock=mock, auto_approve=auto_approve,
-                             dry_actions=dry_actions)
+                             dry_actions=dry_actions, max_cost=max_cost, cache=cache,
+                             replay=replay)
 
     def body() -> int:
         prep = runner.prepare_run(opts)
@@ -211,12 +215,13 @@ def resume(
     run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="A new spending limit in USD for the rest of the run."),
 ) -> None:
     """Continue an interrupted or crashed run, and execute approved actions exactly once.
 
     Finished cells are kept, unfinished ones run; the spec and input stored with the run are
     used. Approved actions run once; rejected ones are recorded as such."""
-    _continue(run_id, db, as_json)
+    _continue(run_id, db, as_json, max_cost=max_cost)
 
 
 @app.command()
@@ -232,13 +237,14 @@ def retry(
 
 
 def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool = False,
-              retry_stage: str | None = None, retrying: bool = False) -> None:
+              retry_stage: str | None = None, retrying: bool = False,
+              max_cost: float | None = None) -> None:
     from agentctl import runner
 
     def body() -> int:
         prep, state, warnings = runner.prepare_resume(
             run_id, db, retry_failed=retry_failed if retrying else False,
-            retry_stage=retry_stage)
+            retry_stage=retry_stage, max_cost=max_cost)
         for w in warnings:
             err.print(f"warning: {w}", highlight=False)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),
@@ -337,6 +343,47 @@ def reject(
 ) -> None:
     """Reject pending actions; they are never executed."""
     _decide("rejected", run_id, all_, items, where, action, by, note, db, as_json)
+
+
+@app.command()
+def plan(
+    pipeline: str = typer.Argument(..., help="Pipeline spec (YAML)."),
+    accounts: str = typer.Argument(..., help="Accounts file."),
+    sample: int = typer.Option(3, "--sample", help="How many accounts to run for real."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="Concurrency to project wall time for."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override every model in the spec."),
+    mock: bool = typer.Option(False, "--mock", help="Structure only: calls and tokens, no cost."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Run a sample of ACCOUNTS and project calls, tokens, cost and time for the whole file.
+
+    Side-effect actions in the sample are recorded, never executed (--dry-actions)."""
+    from agentctl import runner
+    from agentctl.inputs import AccountsFile
+    from agentctl.plan import project
+    from agentctl.render import plan_table
+    from agentctl.runlog import queries
+
+    def body() -> int:
+        if sample < 1:
+            raise_usage("--sample must be at least 1")
+        opts = runner.RunOptions(pipeline=pipeline, accounts=accounts, db=db, limit=sample,
+                                 concurrency=concurrency, model=model, mock=mock, dry_actions=True)
+        prep = runner.prepare_run(opts)
+        total = AccountsFile(accounts, prep.spec.pipeline.input).validate().rows
+        outcome = runner.execute(prep, on_run_id=lambda rid: print(f"sample run {rid}", file=sys.stderr),
+                                 display=None)
+        data = queries.inspect_run(prep.db_path, outcome.run_id)
+        doc = project(data, total_items=total, sample_items=prep.summary.rows, spec=prep.spec,
+                      concurrency=prep.concurrency)
+        if as_json:
+            print(json.dumps(doc, indent=2, default=str))
+        else:
+            out.print(plan_table(doc))
+        return 0
+
+    raise typer.Exit(guarded(body))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ turns any ``AgentctlError`` into one line on stderr and ``exit_code``.
     │       ├── AuthError            bad or missing API key: stops the run early
     │       ├── QuotaExceeded        insufficient_quota: stops the run early
     │       ├── BadRequest           the request itself is wrong (incl. context length)
+    ├── BudgetExceeded            a budget would be exceeded (exit 4 when it stops the run)
     ├── OutputInvalid             a model reply that failed the stage's output schema
     └── ToolError                 a tool failed; its message goes back to the model
 """
@@ -114,6 +115,17 @@ class QuotaExceeded(FatalProviderError):
 
 class BadRequest(FatalProviderError):
     pass
+
+
+class BudgetExceeded(AgentctlError):
+    """The next call would take spending past a budget. ``whole_run`` stops the run (exit 4);
+    otherwise only the item's per-item budget is spent and its cell fails."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, whole_run: bool):
+        super().__init__(message)
+        self.whole_run = whole_run
 
 
 class OutputInvalid(AgentctlError):

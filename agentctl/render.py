@@ -248,3 +248,25 @@ def _summary(value: Any, limit: int) -> str:
         text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plan_table(doc: dict[str, Any]) -> Group:
+    mock = doc["mock"]
+    t = Table(title=f"projection for {doc['total_items']} accounts (from {doc['sample_items']} sampled"
+                    f"{', mock model' if mock else ''})", title_justify="left")
+    for col in ("stage", "accounts", "calls", "tokens in", "tokens out", "cost", "models"):
+        t.add_column(col, justify="left" if col in ("stage", "models") else "right")
+    for s in doc["stages"]:
+        if s["kind"] == "select":
+            t.add_row(s["id"] + " [select]", f"{s['items']:.0f}", "", "", "", "", "")
+            continue
+        t.add_row(s["id"], f"{s['items']:.0f}", str(s["llm_calls"]), tokens(s["input_tokens"]),
+                  tokens(s["output_tokens"]), money(s["cost_usd"], s["unpriced_calls"], mock=mock),
+                  ", ".join(s["models"]))
+    tot = doc["totals"]
+    t.caption = (f"total {tot['llm_calls']} calls · {tokens(tot['input_tokens'])} in / "
+                 f"{tokens(tot['output_tokens'])} out · "
+                 f"{money(tot['cost_usd'], tot['unpriced_calls'], mock=mock)} · "
+                 f"~{duration(tot['estimated_wall_s'])} at concurrency {doc['concurrency']}")
+    return Group(t, Text(doc["note"], style="dim"),
+                 Text(f"sample run: agentctl inspect {doc['sample_run_id']}", style="dim"))

@@ -44,6 +44,8 @@ class RunOptions:
     auto_approve: bool = False
     dry_actions: bool = False
     max_cost: float | None = None
+    cache: bool = False
+    replay: str | None = None
 
     def as_args(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -94,11 +96,26 @@ def prepare_run(opts: RunOptions) -> Prepared:
     summary = accounts.validate()
     db_path = store.resolve_db_path(opts.db)
     store._check_file(db_path, for_write=True)
-    if not opts.mock:
+    if opts.max_cost is not None and opts.max_cost <= 0:
+        raise ConfigError("--max-cost must be a positive amount of USD")
+    if opts.replay and opts.mock:
+        raise ConfigError("--replay and --mock contradict each other; pick one")
+    if opts.replay:
+        from agentctl.runlog import queries
+
+        if not db_path.exists():
+            raise ConfigError(f"--replay {opts.replay}: no run log at {db_path}")
+        with store.connect(db_path, read_only=True) as con:
+            opts.replay = queries.resolve_run_id(con, opts.replay)  # 'last' means before this run
+    if not opts.mock and not opts.replay:
         check_provider_env(spec)
+    if spec.pipeline.tools:
+        build_registry(spec)  # validates every tool's settings now (exit 2 before any run row)
     plans = compile_plan(spec)
     concurrency = opts.concurrency or spec.pipeline.defaults.concurrency
-    return Prepared(opts, spec, accounts, summary, db_path, plans, concurrency)
+    prep = Prepared(opts, spec, accounts, summary, db_path, plans, concurrency)
+    check_budget_prices(prep)
+    return prep
 
 
 def used_aliases(spec: LoadedSpec) -> set[str]:
@@ -155,14 +172,77 @@ def _check_reachable(api_base: str, alias: str) -> None:
                           f"({exc.strerror or exc}); start the server or fix api_base") from None
 
 
-def make_client(mock: bool, tool_args=None):
-    if mock:
+def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None):
+    """The client chain: replay, or (cache ->) mock or litellm."""
+    from agentctl.runlog import queries
+
+    opts = prep.options
+    if opts.replay:
+        from agentctl.llm.replay import ReplayClient
+
+        source, by_hash, by_cell = queries.recorded_calls(prep.db_path, opts.replay,
+                                                          with_requests=True)
+        return ReplayClient(source, by_hash, by_cell)
+    if opts.mock:
         from agentctl.llm.mock import MockClient
 
-        return MockClient(tool_args=tool_args)
-    from agentctl.llm.litellm_client import LiteLLMClient
+        inner = MockClient(tool_args=tool_args)
+    else:
+        from agentctl.llm.litellm_client import LiteLLMClient
 
-    return LiteLLMClient()
+        inner = LiteLLMClient()
+    if resuming or opts.cache:
+        from agentctl.llm.replay import CachingClient
+
+        models = sorted({r.model for r in build_routes(prep.spec.pipeline).values()})
+        if opts.mock:
+            models = ["mock"]
+        _, by_hash, _ = queries.recorded_calls(prep.db_path, run_id if resuming and not opts.cache
+                                               else None, models=models)
+        return CachingClient(inner, by_hash)
+    return inner
+
+
+def make_budget(prep: "Prepared"):
+    """Budget from the spec and --max-cost (the stricter wins); None when unlimited."""
+    spec_budget = prep.spec.pipeline.budget
+    max_usd = spec_budget.max_usd if spec_budget else None
+    if prep.options.max_cost is not None:
+        max_usd = prep.options.max_cost if max_usd is None else min(max_usd, prep.options.max_cost)
+    per_item = spec_budget.per_item_usd if spec_budget else None
+    if max_usd is None and per_item is None:
+        return None
+    from agentctl.llm.budget import Budget
+
+    if prep.options.mock or prep.options.replay:
+        return Budget(max_usd, per_item, price=lambda req, i, o: 0.0)
+    from agentctl.llm.litellm_client import price_of
+
+    def price(req, in_tok: int, out_tok: int) -> float | None:
+        p = req.meta.get("price")
+        if p:
+            return (in_tok * p["input_per_mtok"] + out_tok * p["output_per_mtok"]) / 1e6
+        return price_of(req.model, in_tok, out_tok)
+
+    return Budget(max_usd, per_item, price=price)
+
+
+def check_budget_prices(prep: "Prepared") -> None:
+    """A budget cannot be kept for a model nobody knows the price of: say so up front."""
+    if prep.options.mock or prep.options.replay:
+        return
+    spec_budget = prep.spec.pipeline.budget
+    if prep.options.max_cost is None and not (spec_budget and (spec_budget.max_usd or spec_budget.per_item_usd)):
+        return
+    from agentctl.llm.litellm_client import known_price
+
+    routes = build_routes(prep.spec.pipeline)
+    for alias in sorted(used_aliases(prep.spec)):
+        r = routes[alias]
+        if r.price is None and not known_price(r.model):
+            raise ConfigError(f"model alias '{alias}' ({r.model}) is unpriced in litellm's price "
+                              f"map, so a budget cannot be enforced; set models.{alias}.price "
+                              "{input_per_mtok, output_per_mtok} in the spec")
 
 
 def approval_mode(opts: RunOptions) -> str | None:
@@ -218,8 +298,8 @@ class ResumeState:
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
-                   retry_failed: bool = False, retry_stage: str | None = None
-                   ) -> tuple[Prepared, ResumeState, list[str]]:
+                   retry_failed: bool = False, retry_stage: str | None = None,
+                   max_cost: float | None = None) -> tuple[Prepared, ResumeState, list[str]]:
     """Rebuild a stored run: its own spec text, prompts, input rows, cells and ledger.
 
     `retry_failed`/`retry_stage` (agentctl retry) drop the chosen failed cells, and everything
@@ -248,7 +328,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                       concurrency=args.get("concurrency"), limit=args.get("limit"),
                       model=args.get("model"), mock=bool(run["mock"]) if mock is None else mock,
                       auto_approve=bool(args.get("auto_approve")),
-                      dry_actions=bool(args.get("dry_actions")), max_cost=args.get("max_cost"))
+                      dry_actions=bool(args.get("dry_actions")),
+                      max_cost=max_cost if max_cost is not None else args.get("max_cost"))
     if opts.model:
         from agentctl.spec.loader import _override_models
 
@@ -267,6 +348,7 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
         prior = _drop_for_retry(prior, plans, failed_only=retry_failed, stage=retry_stage)
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
+    check_budget_prices(prep)
     return prep, ResumeState(run["run_id"], prior, items, actions), warnings
 
 
@@ -354,7 +436,11 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         fn = getattr(tool, "mock_args", None)
         return fn(account) if fn else None
 
-    client = make_client(opts.mock, tool_args=mock_tool_args)
+    client = make_client(prep, run_id=run_id, resuming=resume is not None, tool_args=mock_tool_args)
+    from agentctl.llm.governor import RateGovernor
+
+    governor = RateGovernor(spec.pipeline.limits, build_routes(spec.pipeline),
+                            default_concurrency=prep.concurrency)
     limiter = PriorityLimiter(prep.concurrency)
     stage_limiters = {p.id: PriorityLimiter(p.stage.concurrency) for p in prep.plans
                       if p.kind == "agent" and p.stage.concurrency}
@@ -364,7 +450,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         stage_limiters=stage_limiters,
         policy=RetryPolicy(max_attempts=spec.pipeline.defaults.max_attempts),
         routes=routes, fallbacks={a: m.fallbacks for a, m in spec.pipeline.models.items()},
-        on_usage=progress.usage)
+        governor=governor, budget=make_budget(prep), on_usage=progress.usage)
     prior = dict(resume.prior) if resume else None
     if resume is not None and executor is not None:
         prior = await settle_approved_actions(resume, executor, registry, ledger, prior, recorder)
@@ -418,7 +504,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
                 pass
         await client.aclose()
     if caller.stop_reason:
-        return "failed", caller.stop_reason
+        return caller.stop_status or "failed", caller.stop_reason
     totals = progress.totals()
     if totals["awaiting_approval"]:
         return "awaiting_approval", None

@@ -57,7 +57,7 @@ def spec_doc(api_base: str, *, stages: list[dict] | None = None, concurrency: in
              extra: dict | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": "outreach-test",
-        "input": {"key": "id", "required": ["name", "domain"]},
+        "input": {"key": "id", "required": ["name", "domain", "industry", "employees"]},
         "models": {"fast": {"model": MODEL, "api_base": api_base, "timeout": 10}},
         "defaults": {"model": "fast", "concurrency": concurrency, "max_repairs": 2,
                      "max_attempts": 2},

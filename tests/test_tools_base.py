@@ -14,6 +14,7 @@ from agentctl.errors import ConfigError, SpecError, ToolError
 from agentctl.spec.models import ToolSpec
 from agentctl.tools import TOOL_TYPES, Tool, ToolContext, ToolRegistry, openai_safe_name, render_result
 from agentctl.tools.base import to_jsonable
+from agentctl.tools.registry import tool_class
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -116,6 +117,8 @@ def test_every_spec_type_has_an_implementation():
     from typing import get_args
 
     assert set(get_args(ToolSpec.model_fields["type"].annotation)) == set(TOOL_TYPES)
+    for type_ in TOOL_TYPES:
+        assert hasattr(tool_class(type_), "from_spec"), type_
 
 
 def test_unknown_setting_names_the_yaml_path(corpus: Path, tmp_path: Path):

@@ -51,6 +51,8 @@ class SelectBarrier:
         fut = asyncio.get_running_loop().create_future()
         self.arrived[key] = (seq, context)
         self.results[key] = fut
+        if self.stopped:
+            fut.set_result(STOPPED)
         self._maybe_decide()
         return fut
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from agentctl.errors import OutputInvalid, ProviderError, RetryableProviderError
+from agentctl.errors import BudgetExceeded, OutputInvalid, ProviderError, RetryableProviderError
 from agentctl.llm.limiter import PriorityLimiter
 from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
 from agentctl.runlog.writer import utcnow
@@ -90,9 +90,12 @@ class ModelCaller:
     on_usage: Callable[[str, LLMResponse | None], None] | None = None  # progress counters
     stop_reason: str | None = None
 
-    def stop(self, reason: str) -> None:
+    stop_status: str | None = None
+
+    def stop(self, reason: str, status: str = "failed") -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
+            self.stop_status = status
 
     async def call(self, request: LLMRequest, *, usage: CellUsage, purpose: str,
                    priority: float = 0.0,
@@ -114,7 +117,13 @@ class ModelCaller:
             req = request if alias == request.alias else self._reroute(request, self.routes[alias])
             est_tokens = _estimate_tokens(req)
             if self.budget is not None:
-                self.budget.check(meta.get("item_key"), req, est_tokens)
+                try:
+                    self.budget.reserve(meta.get("item_key"), req, est_tokens)
+                except BudgetExceeded as exc:
+                    if exc.whole_run:
+                        self.stop(exc.message, status="budget_exceeded")
+                        raise RunStopped(exc.message) from None
+                    raise
             started_at = utcnow()
             resp: LLMResponse | None = None
             error: ProviderError | None = None
@@ -123,19 +132,21 @@ class ModelCaller:
             if stage_limiter is not None:
                 await stage_limiter.acquire(priority)
             try:
-                await self.limiter.acquire(priority)
+                if self.governor is not None:
+                    await self.governor.acquire(alias, est_tokens, priority)
                 try:
-                    if self.governor is not None:
-                        await self.governor.acquire(alias, est_tokens)
+                    await self.limiter.acquire(priority)
+                    t0 = time.perf_counter()
+                    started_at = utcnow()
                     try:
                         resp = await self._send(req)
                     except ProviderError as exc:
                         error = exc
                     finally:
-                        if self.governor is not None:
-                            self.governor.release(alias, resp, error)
+                        self.limiter.release()
                 finally:
-                    self.limiter.release()
+                    if self.governor is not None:
+                        self.governor.release(alias, est_tokens, resp, error)
             finally:
                 if stage_limiter is not None:
                     stage_limiter.release()
@@ -234,6 +245,7 @@ class ModelCaller:
             "wait_ms": wait * 1000 if wait else None,
             "cache_hit": bool(resp and resp.cache_hit),
             "started_at": started_at,
+            "request_hash": req.cache_key(),
         })
         return call_id
 

@@ -23,10 +23,22 @@ class LLMRequest:
     tools: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)     # run_id, item_key, stage_id, agent, account
 
+    def cache_key(self) -> str:
+        """Content address of what the model is asked: model, messages, parameters that change
+        the answer, output schema and tools (not timeouts or endpoints)."""
+        import hashlib
+        import json
+
+        params = {k: v for k, v in self.params.items() if k not in NON_SEMANTIC_PARAMS}
+        doc = {"model": self.model, "messages": self.messages, "params": params,
+               "response_format": self.response_format, "tools": self.tools}
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
     def loggable(self) -> dict[str, Any]:
         """The request as stored in the run log: never API keys or headers."""
         params = {k: v for k, v in self.params.items() if k not in SECRET_PARAMS}
-        out: dict[str, Any] = {"messages": self.messages, "params": params}
+        out: dict[str, Any] = {"model": self.model, "messages": self.messages, "params": params}
         if self.response_format is not None:
             out["response_format"] = self.response_format
         if self.tools:
@@ -34,6 +46,8 @@ class LLMRequest:
         return out
 
 
+NON_SEMANTIC_PARAMS = {"timeout", "api_base", "num_retries", "max_retries", "api_key",
+                       "extra_headers", "headers"}
 SECRET_PARAMS = {"api_key", "extra_headers", "headers", "aws_secret_access_key",
                  "aws_session_token", "vertex_credentials", "azure_ad_token"}
 

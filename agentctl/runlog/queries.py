@@ -318,3 +318,35 @@ def decide_actions(path: Path, run_id: str, keys: list[str], *, decision: str, b
                 RETURNING idempotency_key""", [decision, by, utcnow(), note, run_id, *keys]).fetchall()
         con.execute("COMMIT")
     return len(changed)
+
+
+def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] | None = None,
+                   with_requests: bool = False, limit: int = 200_000):
+    """Successful calls as (request_hash -> response) — the response cache — and, for replay,
+    the recorded requests per (item, stage) to explain a miss."""
+    where, params = ["status = 'ok'", "request_hash IS NOT NULL"], []
+    if run_id is not None:
+        with store.connect(path, read_only=True) as con:
+            run_id = resolve_run_id(con, run_id)
+        where.append("run_id = ?")
+        params.append(run_id)
+    if models:
+        where.append(f"model IN ({', '.join('?' for _ in models)})")
+        params.extend(models)
+    cols = "request_hash, response, model" + (", item_key, stage_id, request" if with_requests else "")
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            return run_id, {}, {}
+        rows = con.execute(f"SELECT {cols} FROM llm_calls WHERE {' AND '.join(where)} "
+                           f"ORDER BY started_at DESC LIMIT ?", [*params, limit]).fetchall()
+    by_hash: dict[str, dict] = {}
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        resp = _json(r[1]) or {}
+        resp.setdefault("model", r[2])
+        by_hash.setdefault(r[0], resp)
+        if with_requests:
+            req = _json(r[5]) or {}
+            req.setdefault("model", r[2])
+            by_cell.setdefault((r[3], r[4]), []).append(req)
+    return run_id, by_hash, by_cell

@@ -114,4 +114,7 @@ CREATE TABLE actions (
     done_at         TIMESTAMP
 );
 """),
+    (2, "request hash for the response cache and replay", """
+ALTER TABLE llm_calls ADD COLUMN request_hash VARCHAR;  -- sha256 of model, messages, params, schema, tools
+"""),
 ]

@@ -38,6 +38,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "error": "VARCHAR", "error_type": "VARCHAR", "input_tokens": "BIGINT",
         "output_tokens": "BIGINT", "cost_usd": "DOUBLE", "latency_ms": "DOUBLE",
         "wait_ms": "DOUBLE", "cache_hit": "BOOLEAN", "started_at": "TIMESTAMP",
+        "request_hash": "VARCHAR",
     },
     "tool_calls": {
         "tool_call_id": "VARCHAR", "run_id": "VARCHAR", "item_key": "VARCHAR",

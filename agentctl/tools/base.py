@@ -63,8 +63,12 @@ class Tool(ABC):
         """Check ``args`` against ``parameters``; ToolError lists every problem."""
         if not isinstance(args, dict):
             raise ToolError(f"invalid arguments: expected a JSON object, got {type(args).__name__}")
-        validator = jsonschema.Draft202012Validator(self.parameters)
-        problems = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+        validator_class = jsonschema.validators.validator_for(self.parameters, default=jsonschema.Draft202012Validator)
+        try:
+            problems = sorted(validator_class(self.parameters).iter_errors(args),
+                              key=lambda e: [str(p) for p in e.absolute_path])
+        except jsonschema.exceptions.SchemaError:  # a server's malformed schema: let the server judge
+            return args
         if problems:
             raise ToolError("invalid arguments: " + "; ".join(_describe(e) for e in problems))
         return args

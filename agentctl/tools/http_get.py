@@ -96,8 +96,11 @@ class HttpGetTool(Tool):
             raise ToolError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _fetch(self, url: str) -> dict:
+        # no keep-alive: a pooled TLS connection to one name must not carry a request for another
+        # name that happens to resolve to the same address
         client = httpx.AsyncClient(transport=self.transport, follow_redirects=False, trust_env=False,
-                                   timeout=self.settings.timeout)
+                                   timeout=self.settings.timeout,
+                                   limits=httpx.Limits(max_keepalive_connections=0))
         async with client:
             current = url
             for _ in range(self.settings.max_redirects + 1):

@@ -15,19 +15,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import bm25s
 import html2text
-from bm25s.tokenization import Tokenizer
 
 SUPPORTED_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".text", ".html", ".htm"})
 CHUNK_CHARS = 800
 
-try:  # optional: stemming improves recall ("purrs" finds "purr") when PyStemmer is installed
-    import Stemmer  # type: ignore[import-not-found]
 
-    _STEMMER = Stemmer.Stemmer("english").stemWords
-except ImportError:  # pragma: no cover - depends on the environment
-    _STEMMER = None
+def _stemmer():
+    """PyStemmer's English stemmer when installed (better recall: "purrs" finds "purr"), else None."""
+    try:
+        import Stemmer  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return Stemmer.Stemmer("english").stemWords
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,11 @@ class KbIndex:
     """BM25 over passages; ``search`` is read-only and safe to call from several threads."""
 
     def __init__(self, passages: list[Passage]):
+        import bm25s  # numpy and friends: imported when the first index is built
+        from bm25s.tokenization import Tokenizer
+
         self.passages = passages
-        self._tokenizer = Tokenizer(stopwords="en", stemmer=_STEMMER)
+        self._tokenizer = Tokenizer(stopwords="en", stemmer=_stemmer())
         self._retriever = bm25s.BM25()
         if passages:
             corpus = [f"{_title(p.source)}\n{p.text}" for p in passages]

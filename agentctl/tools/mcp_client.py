@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 from contextlib import AsyncExitStack
@@ -113,7 +114,7 @@ class McpServer:
         self._ready = loop.create_future()
         self._scope = anyio.CancelScope()
         if self.settings.command is not None:
-            self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+            self._errlog = tempfile.TemporaryFile()  # the child writes to its file descriptor
         self._task = asyncio.create_task(self._own_connection(), name=f"agentctl-mcp-{self.name}")
         timeout = self.settings.startup_timeout
         try:
@@ -130,7 +131,11 @@ class McpServer:
             await self.aclose()
             raise ConfigError(f"MCP server {self.name!r} failed to start: {_describe(exc)}"
                               f"{self._stderr_note()}") from exc
-        self.tools = self._wrap_tools(listed)
+        try:
+            self.tools = self._wrap_tools(listed)
+        except ConfigError:
+            await self.aclose()
+            raise
 
     def _wrap_tools(self, listed: list[mcp_types.Tool]) -> list["McpTool"]:
         by_name = {t.name: t for t in listed}
@@ -170,7 +175,7 @@ class McpServer:
         try:
             with self._scope:
                 async with AsyncExitStack() as stack:
-                    read, write = await stack.enter_async_context(self._transport(stack))
+                    read, write = await stack.enter_async_context(await self._transport(stack))
                     session = await stack.enter_async_context(ClientSession(read, write))
                     await session.initialize()
                     listed = await _list_tools(session)
@@ -198,14 +203,16 @@ class McpServer:
                 if pending is not None:
                     pending.fail(closed)
 
-    def _transport(self, stack: AsyncExitStack) -> Any:
+    async def _transport(self, stack: AsyncExitStack) -> Any:
         s = self.settings
         if s.url is not None:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
             headers = {k: expand_env(v, tool=self.name, key=f"headers.{k}") for k, v in s.headers.items()}
-            client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
+            # building the client loads CA certificates: keep that off the event loop
+            client = await asyncio.to_thread(httpx2.AsyncClient, headers=headers,
+                                             timeout=httpx2.Timeout(30, read=300))
             stack.push_async_callback(client.aclose)
             return streamable_http_client(s.url, http_client=client)
         command = [s.command] if isinstance(s.command, str) else list(s.command or [])
@@ -254,9 +261,9 @@ class McpServer:
         if self._errlog is None:
             return self.stderr_tail
         try:
-            self._errlog.flush()
-            self._errlog.seek(0)
-            return self._errlog.read()[-STDERR_TAIL:].strip()
+            size = self._errlog.seek(0, os.SEEK_END)
+            self._errlog.seek(max(0, size - STDERR_TAIL))
+            return self._errlog.read().decode("utf-8", errors="replace").strip()
         except (OSError, ValueError):
             return ""
 

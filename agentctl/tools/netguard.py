@@ -46,8 +46,8 @@ def blocked_reason(address: str | IPAddress) -> str | None:
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),
         ("shared (CGNAT)", isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT),
-        ("private", ip.is_private),
         ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
         ("non-public", not ip.is_global),
     )
     for label, hit in checks:

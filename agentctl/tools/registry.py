@@ -10,39 +10,38 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from agentctl.errors import AgentctlError, ConfigError
+from agentctl.errors import ConfigError
 from agentctl.spec.models import ToolSpec
 from agentctl.tools.base import Tool
-from agentctl.tools.crm_upsert import CrmUpsertTool
-from agentctl.tools.http_get import HttpGetTool
-from agentctl.tools.kb_search import KbSearchTool
-from agentctl.tools.mcp_client import McpServer
-from agentctl.tools.python_function import PythonTool
-from agentctl.tools.send_email import SendEmailTool
-from agentctl.tools.sql import SqlTool
 
+if TYPE_CHECKING:
+    from agentctl.tools.mcp_client import McpServer
 
-class _FromSpec(Protocol):
-    @classmethod
-    def from_spec(cls, name: str, spec: ToolSpec, *, spec_dir: Path, spec_file: str | None = None) -> Any: ...
-
-
-TOOL_TYPES: dict[str, type[_FromSpec]] = {
-    "kb_search": KbSearchTool,
-    "sql": SqlTool,
-    "http_get": HttpGetTool,
-    "crm_upsert": CrmUpsertTool,
-    "send_email": SendEmailTool,
-    "python": PythonTool,
-    "mcp": McpServer,
+# Imported on first use: the MCP SDK and bm25s/numpy take a second to import, which a CLI
+# command that never runs tools should not pay.
+TOOL_TYPES: dict[str, str] = {
+    "kb_search": "agentctl.tools.kb_search:KbSearchTool",
+    "sql": "agentctl.tools.sql:SqlTool",
+    "http_get": "agentctl.tools.http_get:HttpGetTool",
+    "crm_upsert": "agentctl.tools.crm_upsert:CrmUpsertTool",
+    "send_email": "agentctl.tools.send_email:SendEmailTool",
+    "python": "agentctl.tools.python_function:PythonTool",
+    "mcp": "agentctl.tools.mcp_client:McpServer",
 }
 
 
+def tool_class(type_: str) -> Any:
+    """The class implementing spec ``type`` (each has ``from_spec(name, spec, spec_dir=...)``)."""
+    module, _, attr = TOOL_TYPES[type_].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class ToolRegistry:
-    def __init__(self, tools: list[Tool] | None = None, servers: list[McpServer] | None = None):
+    def __init__(self, tools: list[Tool] | None = None, servers: list["McpServer"] | None = None):
         self._builtin = list(tools or [])
         self._servers = {s.name: s for s in servers or []}
         self._started = False
@@ -53,34 +52,33 @@ class ToolRegistry:
     def from_spec(cls, tools: dict[str, ToolSpec], *, spec_dir: Path, spec_file: str | None = None) -> "ToolRegistry":
         """Validate every tool's settings (SpecError naming ``tools.<name>.<key>``); starts nothing."""
         built: list[Tool] = []
-        servers: list[McpServer] = []
+        servers: list["McpServer"] = []
         for name, spec in tools.items():
-            made = TOOL_TYPES[spec.type].from_spec(name, spec, spec_dir=Path(spec_dir), spec_file=spec_file)
-            (servers if isinstance(made, McpServer) else built).append(made)
+            made = tool_class(spec.type).from_spec(name, spec, spec_dir=Path(spec_dir), spec_file=spec_file)
+            (servers if spec.type == "mcp" else built).append(made)
         return cls(built, servers)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start MCP servers (concurrently) and prepare built-in tools; ConfigError if any fails."""
+        """Start MCP servers (concurrently) and prepare built-in tools.
+
+        The first failure (a ConfigError naming the tool) stops everything already started
+        or still starting, so a broken server is reported at once, before any model call.
+        """
         if self._started:
             return
         self._started = True
-        results = await asyncio.gather(*(s.start() for s in self._servers.values()),
-                                       *(t.start() for t in self._builtin), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, AgentctlError):
-                await self.aclose()
-                raise result
-        failures = [r for r in results if isinstance(r, AgentctlError)]
-        if failures:
-            await self.aclose()
-            if len(failures) == 1:
-                raise failures[0]
-            raise ConfigError("; ".join(f.message for f in failures)) from failures[0]
+        starts = [*(s.start() for s in self._servers.values()), *(t.start() for t in self._builtin)]
+        tasks = [asyncio.ensure_future(c) for c in starts]
         try:
+            for next_done in asyncio.as_completed(tasks):
+                await next_done
             self._index()
-        except ConfigError:
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.aclose()
             raise
 

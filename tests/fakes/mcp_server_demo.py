@@ -14,18 +14,36 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+
+def _early_exits(argv: list[str]) -> None:
+    """The failure modes, handled before the (slow) SDK import so tests stay fast."""
+    pid_file = os.environ.get("DEMO_PID_FILE")
+    if pid_file:
+        with open(pid_file, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    if "--fail-on-start" in argv:
+        print("demo server: cannot open its database (intentional failure)", file=sys.stderr, flush=True)
+        sys.exit(3)
+    if "--hang" in argv:  # never answer, but exit when the client closes stdin
+        sys.stdin.read()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    _early_exits(sys.argv[1:])
+
+from mcp.server.mcpserver import MCPServer  # noqa: E402
+from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
+from mcp.types import ToolAnnotations  # noqa: E402
 
 COMPANIES = {
     "acme.com": {"name": "Acme Corp", "industry": "Manufacturing", "employees": 1200},
     "globex.io": {"name": "Globex", "industry": "Software", "employees": 85},
 }
 
-server = MCPServer("demo", version="1.0")
+# CRITICAL: the SDK pretty-prints tool crashes with rich, which costs ~1 s per crash
+server = MCPServer("demo", version="1.0", log_level="CRITICAL")
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
@@ -63,15 +81,6 @@ def get_env(name: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    pid_file = os.environ.get("DEMO_PID_FILE")
-    if pid_file:
-        with open(pid_file, "a") as f:
-            f.write(f"{os.getpid()}\n")
-    if "--fail-on-start" in argv:
-        print("demo server: cannot open its database (intentional failure)", file=sys.stderr, flush=True)
-        sys.exit(3)
-    if "--hang" in argv:
-        time.sleep(3600)
     if "--http" in argv:
         port = int(argv[argv.index("--http") + 1])
         asyncio.run(server.run_streamable_http_async(host="127.0.0.1", port=port))

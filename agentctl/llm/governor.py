@@ -1,0 +1,114 @@
+"""The rate governor: one per run, shared by every stage, one lane per model alias/provider.
+
+Each lane enforces what the spec's `limits:` say (concurrency, rpm, tpm) and reacts to the
+provider: a 429 pauses the whole lane until its Retry-After has passed, and — where no limit
+was configured — halves the lane's concurrency (recovering by one slot per window of
+successes), so a run converges on what the provider allows instead of storming it.
+
+Requests and tokens are spaced evenly (GCRA): a lane with `rpm: 600` admits one request
+every 100 ms, which keeps every 60-second window at or under the limit while still using it.
+Token spacing uses an estimate before the call and is corrected from actual usage after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentctl.errors import ProviderError, RateLimited
+from agentctl.llm.limiter import PriorityLimiter
+
+
+@dataclass
+class Lane:
+    key: str
+    limiter: PriorityLimiter
+    adaptive: bool
+    ceiling: int
+    rpm: float | None = None
+    tpm: float | None = None
+    next_request_at: float = 0.0
+    next_token_at: float = 0.0
+    paused_until: float = 0.0
+    successes: int = 0
+    last_cut: float = 0.0
+    rate_limited: int = 0
+    cuts: int = 0
+    estimates: dict[int, int] = field(default_factory=dict)
+
+    async def wait_turn(self, est_tokens: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            wait = max(self.paused_until - now, 0.0)
+            if self.rpm:
+                wait = max(wait, self.next_request_at - now)
+            if self.tpm:
+                wait = max(wait, self.next_token_at - now)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        now = loop.time()
+        if self.rpm:
+            self.next_request_at = max(self.next_request_at, now) + 60.0 / self.rpm
+        if self.tpm:
+            self.next_token_at = max(self.next_token_at, now) + est_tokens * 60.0 / self.tpm
+
+
+class RateGovernor:
+    def __init__(self, limits: dict[str, Any], routes: dict[str, Any], *, default_concurrency: int):
+        self.lanes: dict[str, Lane] = {}
+        self.lane_of: dict[str, str] = {}
+        for alias, route in routes.items():
+            provider = route.model.split("/", 1)[0] if "/" in route.model else route.model
+            key = alias if alias in limits else provider if provider in limits else alias
+            self.lane_of[alias] = key
+            if key in self.lanes:
+                continue
+            limit = limits.get(key)
+            conc = getattr(limit, "concurrency", None)
+            self.lanes[key] = Lane(
+                key=key, limiter=PriorityLimiter(conc or default_concurrency),
+                adaptive=limit is None, ceiling=conc or default_concurrency,
+                rpm=getattr(limit, "rpm", None), tpm=getattr(limit, "tpm", None))
+
+    def lane(self, alias: str) -> Lane:
+        return self.lanes[self.lane_of.get(alias, alias)]
+
+    async def acquire(self, alias: str, est_tokens: int, priority: float = 0.0) -> None:
+        lane = self.lane(alias)
+        await lane.limiter.acquire(priority)
+        try:
+            await lane.wait_turn(est_tokens)
+        except BaseException:
+            lane.limiter.release()
+            raise
+
+    def release(self, alias: str, est_tokens: int, resp: Any, error: ProviderError | None) -> None:
+        lane = self.lane(alias)
+        lane.limiter.release()
+        now = time.monotonic()
+        loop_now = asyncio.get_running_loop().time()
+        if resp is not None and lane.tpm:
+            actual = resp.input_tokens + resp.output_tokens
+            lane.next_token_at += (actual - est_tokens) * 60.0 / lane.tpm
+        if isinstance(error, RateLimited):
+            lane.rate_limited += 1
+            if error.retry_after:
+                lane.paused_until = max(lane.paused_until, loop_now + error.retry_after)
+            if lane.adaptive and now - lane.last_cut > 1.0:
+                lane.last_cut = now
+                lane.cuts += 1
+                lane.successes = 0
+                lane.limiter.set_limit(max(1, lane.limiter.limit // 2))
+        elif error is None and lane.adaptive and lane.limiter.limit < lane.ceiling:
+            lane.successes += 1
+            if lane.successes >= lane.limiter.limit:  # additive increase: +1 per window
+                lane.successes = 0
+                lane.limiter.set_limit(lane.limiter.limit + 1)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {k: {"limit": l.limiter.limit, "peak": l.limiter.peak, "rate_limited": l.rate_limited,
+                    "cuts": l.cuts} for k, l in self.lanes.items()}

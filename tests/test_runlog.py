@@ -1,0 +1,202 @@
+"""The DuckDB run log: migrations, bad paths, sharing the file under a lock, batched writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agentctl.runlog import schema, store
+from agentctl.runlog.writer import COLUMNS, LogWriter, utcnow
+from tests.helpers import db_rows, first_line, run_inproc, write_accounts, write_spec
+
+pytestmark = pytest.mark.timeout(20)
+
+TABLES = {"runs", "items", "cells", "llm_calls", "tool_calls", "actions"}
+
+
+def one_line_error(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    return lines[0]
+
+
+def mock_run(tmp_path: Path, *extra: str) -> str:
+    res = run_inproc("run", write_spec(tmp_path, "http://127.0.0.1:9/v1"),
+                     write_accounts(tmp_path, 4), "--mock", *extra)
+    assert res.exit_code == 0, res.output
+    return first_line(res.stdout)
+
+
+# --- schema -------------------------------------------------------------------------------
+
+def test_migrations_create_the_schema_and_record_the_version(tmp_path):
+    path = tmp_path / "fresh.duckdb"
+    store.ensure_schema(path)
+    tables = {r["table_name"] for r in db_rows(path, "SELECT table_name FROM information_schema.tables")}
+    assert TABLES | {"agentctl_migrations"} <= tables
+    latest = max(n for n, _, _ in schema.MIGRATIONS)
+    recorded = db_rows(path, "SELECT version, name, applied_at FROM agentctl_migrations ORDER BY version")
+    assert [(r["version"], r["name"]) for r in recorded] == [(n, name) for n, name, _ in schema.MIGRATIONS]
+    assert recorded[-1]["applied_at"] is not None
+
+    # migrating again is a no-op that reports the same version
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    try:
+        assert store.migrate(con) == latest
+        assert con.execute("SELECT count(*) FROM agentctl_migrations").fetchone()[0] == len(schema.MIGRATIONS)
+    finally:
+        con.close()
+
+
+def test_writer_columns_match_the_schema(tmp_path):
+    """writer.COLUMNS is a second copy of the schema; this keeps the two from drifting."""
+    path = tmp_path / "fresh.duckdb"
+    store.ensure_schema(path)
+    for table, cols in COLUMNS.items():
+        actual = db_rows(path, "SELECT column_name, data_type FROM information_schema.columns "
+                               "WHERE table_name = ? ORDER BY ordinal_position", [table])
+        assert [r["column_name"] for r in actual] == list(cols), table
+        for r in actual:
+            assert r["data_type"] == cols[r["column_name"]], (table, r)
+
+
+# --- bad paths ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"this is a text file, not a database\n" * 4, b"hi\n"],
+                         ids=["text", "tiny"])
+def test_a_file_that_is_not_duckdb_is_refused(tmp_path, content):
+    path = tmp_path / "notes.duckdb"
+    path.write_bytes(content)
+    for args in (["runs", "--db", path], ["inspect", "last", "--db", path]):
+        res = run_inproc(*args)
+        assert res.exit_code == 2, res.output
+        assert str(path) in one_line_error(res)
+    res = run_inproc("run", write_spec(tmp_path, "http://127.0.0.1:9/v1"), write_accounts(tmp_path, 2),
+                     "--mock", "--db", path)
+    assert res.exit_code == 2, res.output
+    assert str(path) in one_line_error(res)
+    assert path.read_bytes() == content  # never overwritten
+
+
+def test_a_db_in_a_missing_folder_is_refused(tmp_path):
+    path = tmp_path / "no" / "such" / "folder" / "log.duckdb"
+    res = run_inproc("run", write_spec(tmp_path, "http://127.0.0.1:9/v1"), write_accounts(tmp_path, 2),
+                     "--mock", "--db", path)
+    assert res.exit_code == 2, res.output
+    assert "does not exist" in one_line_error(res)
+    assert not (tmp_path / "no").exists()
+    res = run_inproc("runs", "--db", path)
+    assert res.exit_code == 2
+    assert "no run log" in one_line_error(res)
+
+
+def test_runs_on_an_empty_log_is_an_empty_list(tmp_path):
+    store.ensure_schema(tmp_path / "agentctl.duckdb")
+    res = run_inproc("runs", "--json")
+    assert res.exit_code == 0 and res.stdout.strip() == "[]"
+
+
+# --- sharing the file ---------------------------------------------------------------------
+
+def test_inspect_waits_for_a_writer_in_this_process(tmp_path):
+    run_id = mock_run(tmp_path)
+    path = tmp_path / "agentctl.duckdb"
+    holding = threading.Event()
+
+    def hold() -> None:
+        with store.connect(path):  # what the run's writer does while it flushes
+            holding.set()
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(5)
+    t0 = time.monotonic()
+    res = run_inproc("inspect", "last", "--json")
+    waited = time.monotonic() - t0
+    thread.join()
+    assert res.exit_code == 0, res.output
+    assert run_id in res.stdout
+    assert waited > 0.5
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])          # a write connection: locks the file
+    con.execute("SELECT count(*) FROM runs").fetchall()
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+""")
+
+
+def test_inspect_waits_for_another_process_holding_the_file(tmp_path, monkeypatch):
+    run_id = mock_run(tmp_path)
+    path = tmp_path / "agentctl.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "1.5"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        # with a very short lock wait, the reader gives up with one line, not a traceback
+        monkeypatch.setattr(store, "LOCK_WAIT_S", 0.2)
+        res = run_inproc("inspect", "last", "--json")
+        assert res.exit_code == 2, res.output
+        assert "locked" in one_line_error(res)
+        # with the default wait, it waits for the lock to go and succeeds
+        monkeypatch.setattr(store, "LOCK_WAIT_S", 30.0)
+        t0 = time.monotonic()
+        res = run_inproc("inspect", "last", "--json")
+        waited = time.monotonic() - t0
+    finally:
+        holder.wait(10)
+    assert res.exit_code == 0, res.output
+    assert run_id in res.stdout
+    assert waited > 0.3
+
+
+# --- the batched writer -------------------------------------------------------------------
+
+def test_log_writer_batches_rows(tmp_path):
+    path = tmp_path / "batch.duckdb"
+    writer = LogWriter(path, interval=0.5).start()
+    now = utcnow()
+    writer.execute("INSERT INTO runs (run_id, pipeline, status, started_at) VALUES (?, ?, 'running', ?)",
+                   ["r-1", "p", now])
+    for i in range(1000):
+        writer.add("cells", {"run_id": "r-1", "item_key": f"k{i:04d}", "stage_id": "s",
+                             "status": "ok", "output": {"i": i, "text": "é ✓"}, "attempts": 1,
+                             "input_tokens": i, "output_tokens": 1, "cost_usd": 0.001,
+                             "started_at": now, "ended_at": now, "duration_ms": 1.5})
+    writer.flush()
+    # durable after flush(): another connection sees every row
+    assert db_rows(path, "SELECT count(*) AS n FROM cells")[0]["n"] == 1000
+    writer.execute("UPDATE runs SET status = 'completed' WHERE run_id = ?", ["r-1"])
+    writer.close()
+    assert writer.rows_written == 1000
+    assert writer.flushes <= 4, writer.flushes  # batches, not a write per row
+    rows = db_rows(path, "SELECT sum(input_tokens) AS t, min(item_key) AS lo, max(item_key) AS hi, "
+                         "any_value(output) AS out FROM cells")[0]
+    assert rows["t"] == sum(range(1000)) and (rows["lo"], rows["hi"]) == ("k0000", "k0999")
+    assert "✓" in rows["out"]
+    assert db_rows(path, "SELECT status FROM runs")[0]["status"] == "completed"
+
+
+def test_log_writer_keeps_the_last_version_of_a_cell(tmp_path):
+    """cells replace by key: a cell recorded twice in one batch (e.g. retried) keeps the last."""
+    path = tmp_path / "replace.duckdb"
+    writer = LogWriter(path, interval=5).start()
+    for status in ("failed", "ok"):
+        writer.add("cells", {"run_id": "r-1", "item_key": "a", "stage_id": "s", "status": status})
+    writer.flush()
+    writer.add("cells", {"run_id": "r-1", "item_key": "a", "stage_id": "s", "status": "skipped"})
+    writer.close()
+    assert db_rows(path, "SELECT status FROM cells") == [{"status": "skipped"}]
