@@ -18,9 +18,15 @@ $(CRM): $(STAMP) sample_data/make_crm.py $(wildcard sample_data/crm_seed/*.csv) 
 
 setup: $(STAMP) $(CRM)
 
-demo: setup  ## run the 100-account sample pipeline with the offline mock model
-	$(BIN)/agentctl run pipelines/outbound.yaml sample_data/accounts.csv --mock --auto-approve
-	$(BIN)/agentctl runs --limit 5
+demo: setup  ## run the 100-account sample pipeline offline (mock model), through the approval gate
+	@$(BIN)/agentctl run pipelines/outbound.yaml sample_data/accounts.csv --mock; \
+	  code=$$?; test $$code -eq 0 -o $$code -eq 3 || exit $$code
+	$(BIN)/agentctl review last
+	$(BIN)/agentctl approve last --where "score.score >= 50" --by demo
+	$(BIN)/agentctl reject last --all --by demo --note "score below 50"
+	$(BIN)/agentctl resume last
+	$(BIN)/agentctl inspect last --rows 12
+	@echo "Emails written to ./outbox; run log in ./agentctl.duckdb. Try: $(BIN)/agentctl inspect last --item ACC-042"
 
 test: setup  ## the whole test suite
 	$(PY) -m pytest -q

@@ -67,12 +67,18 @@ def run_summary(outcome: dict[str, Any]) -> Group:
                          (status, STATUS_STYLE.get(status, "")),
                          ("  [mock model]" if outcome.get("mock") else "", "magenta"))
     t = Table(expand=False)
-    for col in ("stage", "ok", "failed", "skipped", "filtered", "calls", "tokens in/out", "cost"):
+    awaiting = any(s.get("awaiting_approval") for s in outcome["stages"])
+    cols = ["stage", "ok", "failed", "skipped", "filtered"] + (["awaiting"] if awaiting else []) + [
+        "calls", "tokens in/out", "cost"]
+    for col in cols:
         t.add_column(col, justify="left" if col == "stage" else "right")
     for s in outcome["stages"]:
-        t.add_row(s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
-                  str(s["llm_calls"]), f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
-                  money(s["cost_usd"], s["unpriced_calls"], mock=outcome.get("mock", False)))
+        row = [s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"])]
+        if awaiting:
+            row.append(Text(str(s["awaiting_approval"]), style="magenta") if s["awaiting_approval"] else "0")
+        row += [str(s["llm_calls"]), f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
+                money(s["cost_usd"], s["unpriced_calls"], mock=outcome.get("mock", False))]
+        t.add_row(*row)
     tot = outcome["totals"]
     foot = Text(f"{tot['items']} accounts · {tot['llm_calls']} LLM calls · "
                 f"{tot['tool_calls']} tool calls · {tokens(tot['input_tokens'])} in / "
@@ -82,6 +88,10 @@ def run_summary(outcome: dict[str, Any]) -> Group:
     parts: list[Any] = [head, t, foot]
     if outcome.get("error"):
         parts.append(Text(f"error: {outcome['error']}", style="red"))
+    if status == "awaiting_approval":
+        parts.append(Text(f"side-effect actions wait for approval: agentctl review {outcome['run_id']}, "
+                          f"then agentctl approve {outcome['run_id']} --all (or --items/--where) "
+                          f"and agentctl resume {outcome['run_id']}", style="magenta"))
     parts.append(Text(f"details: agentctl inspect {outcome['run_id']}", style="dim"))
     return Group(*parts)
 
@@ -113,13 +123,15 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
     if data.get("error"):
         parts.append(Text(f"error: {data['error']}", style="red"))
     t = Table(title="stages", title_justify="left")
-    for col in ("stage", "ok", "failed", "skipped", "filtered", "calls", "tools", "tokens in/out",
-                "cost", "p50", "p95", "models"):
+    awaiting = any(s.get("awaiting_approval") for s in data["stages"])
+    for col in ("stage", "ok", "failed", "skipped", "filtered") + (("awaiting",) if awaiting else ()) + (
+            "calls", "tools", "tokens in/out", "cost", "p50", "p95", "models"):
         t.add_column(col, justify="left" if col in ("stage", "models") else "right")
     for s in data["stages"]:
         tools = str(s["tool_calls"]) + (f" ({s['denied_tool_calls']} denied)" if s["denied_tool_calls"] else "")
+        extra = [str(s["awaiting_approval"])] if awaiting else []
         t.add_row(s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
-                  str(s["llm_calls"]), tools, f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
+                  *extra, str(s["llm_calls"]), tools, f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
                   money(s["cost_usd"], s["unpriced_calls"], mock=data.get("mock", False)),
                   _ms(s["p50_ms"]), _ms(s["p95_ms"]), ", ".join(s["models"]))
     tot = data["totals"]
