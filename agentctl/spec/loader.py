@@ -297,21 +297,51 @@ def _pydantic_error(exc: pydantic.ValidationError, data: dict[str, Any], src: So
 # --- the loaded spec ----------------------------------------------------------------------
 
 def _resolve(base: Path, rel: str, *, what: str, yaml_path: str, src: SourceMap,
-             must_exist: bool) -> Path:
+             must_exist: bool, allowed: tuple[Path, ...] = ()) -> Path:
     base = base.resolve()
     candidate = Path(rel)
     resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
     line = src.line(yaml_path)
-    if not resolved.is_relative_to(base):
+    if not resolved.is_relative_to(base) and not any(resolved.is_relative_to(a) for a in allowed):
         raise SpecError(f"{what} '{rel}' resolves to {resolved}, outside the spec's folder {base}",
                         file=src.file, path=yaml_path, line=line,
-                        hint="keep prompt and system files in the spec's folder or below it, "
-                             "and refer to them with a relative path")
+                        hint="keep files in the spec's folder or below it, or list the folder "
+                             "under `allow_paths:` in the spec to allow it explicitly")
     if must_exist and not resolved.is_file():
         state = "is a directory" if resolved.is_dir() else "not found"
         raise SpecError(f"{what} {state}: {resolved}", file=src.file, path=yaml_path, line=line,
                         hint="paths are relative to the spec file's folder")
     return resolved
+
+
+# Tool settings that name files or folders: checked like prompt files.
+TOOL_PATH_SETTINGS = {"kb_search": ("corpus",), "sql": ("database",), "crm_upsert": ("database",),
+                      "send_email": ("outbox",), "python": ("path",), "mcp": ("cwd",)}
+
+
+def _allowed_roots(pipeline: Pipeline, base: Path, src: SourceMap) -> tuple[Path, ...]:
+    roots = []
+    for i, folder in enumerate(pipeline.allow_paths):
+        p = Path(folder)
+        root = (p if p.is_absolute() else base / p).resolve()
+        if root == Path(root.anchor):
+            raise SpecError(f"allow_paths entry '{folder}' allows the whole filesystem",
+                            file=src.file, path=f"allow_paths[{i}]", line=src.line(f"allow_paths[{i}]"),
+                            hint="name the specific folders the pipeline needs")
+        roots.append(root)
+    return tuple(roots)
+
+
+def _check_tool_paths(pipeline: Pipeline, base: Path, src: SourceMap,
+                      allowed: tuple[Path, ...]) -> None:
+    for name, tool in pipeline.tools.items():
+        extra = tool.model_extra or {}
+        for key in TOOL_PATH_SETTINGS.get(tool.type, ()):
+            value = extra.get(key)
+            if isinstance(value, str) and value:
+                _resolve(base, value, what=f"{tool.type} {key}",
+                         yaml_path=join_path(join_path("tools", name), key), src=src,
+                         must_exist=False, allowed=allowed)
 
 
 @dataclass
@@ -331,7 +361,8 @@ class LoadedSpec:
         """A path from the spec, relative to its folder; refuses anything that resolves
         (after '..' and symlinks) outside that folder, absolute paths included."""
         return _resolve(self.path.parent, rel, what=what, yaml_path=yaml_path,
-                        src=self.source, must_exist=must_exist)
+                        src=self.source, must_exist=must_exist,
+                        allowed=_allowed_roots(self.pipeline, self.path.parent, self.source))
 
     def model_alias(self, stage_id: str) -> str:
         """The model alias a stage runs with: stage.model, else its agent's, else defaults."""
@@ -367,6 +398,8 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
     order = checks.check_pipeline(pipeline, src)
 
     base = Path(path).parent
+    allowed = _allowed_roots(pipeline, base.resolve(), src)
+    _check_tool_paths(pipeline, base, src, allowed)
     prompts: dict[str, str] = {}
     prompt_files: dict[str, str] = {}
     for i, stage in enumerate(pipeline.stages):
@@ -375,7 +408,7 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
         if stage.prompt_file is not None:
             where = f"stages[{i}].prompt_file"
             file = _resolve(base, stage.prompt_file, what="prompt file", yaml_path=where,
-                            src=src, must_exist=True)
+                            src=src, must_exist=True, allowed=allowed)
             prompts[stage.id] = _read(file, what="prompt file", yaml_path=where, src=src)
             prompt_files[stage.id] = _file_display(src, stage.prompt_file)
         else:
@@ -385,7 +418,7 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
         if agent.system_file is not None:
             where = join_path(join_path("agents", name), "system_file")
             file = _resolve(base, agent.system_file, what="system file", yaml_path=where,
-                            src=src, must_exist=True)
+                            src=src, must_exist=True, allowed=allowed)
             systems[name] = _read(file, what="system file", yaml_path=where, src=src)
         else:
             systems[name] = agent.system or ""

@@ -235,6 +235,9 @@ class Pipeline(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     limits: dict[str, Limit] = Field(default_factory=dict)
     budget: Budget | None = None
+    allow_paths: list[str] = Field(default_factory=list, description=(
+        "folders outside the spec's own folder that its files (prompts, corpora, databases, "
+        "outboxes) may live in; relative to the spec"))
     tools: dict[Ident, ToolSpec] = Field(default_factory=dict)
     agents: dict[Ident, Agent] = Field(min_length=1)
     stages: list[Stage] = Field(min_length=1)
