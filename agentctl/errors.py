@@ -26,11 +26,30 @@ turns any ``AgentctlError`` into one line on stderr and ``exit_code``.
 
 from __future__ import annotations
 
+import os
+import re
+
+_KEY_PATTERN = re.compile(
+    r"(sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|AIza[0-9A-Za-z_\-]{20,}"
+    r"|(?:api[_-]?key|token|secret|password)=[^\s&'\"]{6,})", re.I)
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIALS)", re.I)
+
+
+def redact(text: str) -> str:
+    """Blank out API keys and other secrets before text reaches a log, a screen or JSON."""
+    if not text:
+        return text
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_ENV.search(name) and value in text:
+            text = text.replace(value, "[redacted]")
+    return _KEY_PATTERN.sub("[redacted]", text)
+
 
 class AgentctlError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None):
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.hint = hint
