@@ -20,8 +20,10 @@ app = typer.Typer(
     help="Run YAML multi-agent LLM pipelines over lists of accounts, with a DuckDB run log.\n\n"
          "Exit codes: 0 all cells ok, 1 some cells failed, 2 bad usage/spec/input/environment, "
          "3 awaiting approval, 4 budget exceeded, 130 interrupted.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Pipes and cron logs get a wide console, so run ids and tables are never cut short.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+out = Console(soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 _state = {"verbose": False}
 
 DB_HELP = "Run log file (default ./agentctl.duckdb; env AGENTCTL_DB)."

@@ -99,10 +99,12 @@ def run_summary(outcome: dict[str, Any]) -> Group:
 def runs_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(expand=False)
     for col in ("run id", "pipeline", "status", "started", "duration", "items", "calls", "cost"):
-        t.add_column(col, justify="right" if col in ("items", "calls", "cost", "duration") else "left")
+        t.add_column(col, justify="right" if col in ("items", "calls", "cost", "duration") else "left",
+                     no_wrap=col in ("run id", "started"), min_width=24 if col == "run id" else None)
     for r in rows:
         t.add_row(r["run_id"], Text(r["pipeline"] + (" (mock)" if r.get("mock") else "")),
-                  Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
+                  Text(r["status"] + (" (stale: crashed? `agentctl resume`)" if r.get("stale") else ""),
+                       style=STATUS_STYLE.get(r["status"], "")),
                   str(r["started_at"])[:19], duration(r.get("duration_s")), str(r["items"]),
                   str(r["calls"]), money(r["cost_usd"], r.get("unpriced_calls", 0),
                                          mock=bool(r.get("mock"))))
@@ -122,6 +124,11 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
                       f"input {data['input_path']}", style="dim"))
     if data.get("error"):
         parts.append(Text(f"error: {data['error']}", style="red"))
+    if data.get("stale"):
+        parts.append(Text("this run stopped heartbeating while running (crashed or killed); "
+                          f"continue it with: agentctl resume {data['run_id']}", style="yellow"))
+    elif status == "running":
+        parts.append(Text("live: this run is still in progress", style="cyan"))
     t = Table(title="stages", title_justify="left")
     awaiting = any(s.get("awaiting_approval") for s in data["stages"])
     for col in ("stage", "ok", "failed", "skipped", "filtered") + (("awaiting",) if awaiting else ()) + (

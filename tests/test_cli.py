@@ -166,6 +166,24 @@ def test_runs_json_newest_first(llm, tmp_path, db):
     assert older["mock"] is False and older["cost_usd"] > 0
     assert json.loads(run_inproc("runs", "--json", "--limit", "1").stdout)[0]["run_id"] == second
     assert run_inproc("runs").exit_code == 0
+    # a prefix shared by both runs is refused, not silently resolved to one of them
+    res = run_inproc("inspect", "r-")
+    assert res.exit_code == 2 and "matches 2 runs" in one_line_error(res.stderr)
+
+
+def test_run_limit_and_bad_flags(tmp_path, db):
+    spec, accounts = write_spec(tmp_path, "http://127.0.0.1:9/v1"), write_accounts(tmp_path, 10)
+    res = run_inproc("run", spec, accounts, "--mock", "--limit", "3", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["totals"]["items"] == 3
+    assert [r["item_key"] for r in db_rows(db, "SELECT item_key FROM items ORDER BY seq")] == \
+        [account_id(i) for i in range(3)]
+    for bad in (["--limit", "0"], ["--concurrency", "0"]):
+        res = run_inproc("run", spec, accounts, "--mock", *bad)
+        assert res.exit_code == 2, (bad, res.output)
+        assert bad[0] in one_line_error(res.stderr) and res.stdout == ""
+    assert db_rows(db, "SELECT count(*) AS n FROM runs")[0]["n"] == 1
 
 
 def two_stage_spec(tmp_path: Path, api_base: str, **kw) -> Path:
@@ -314,6 +332,11 @@ def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never got going"
             time.sleep(0.05)
+        # while it runs, the log can be read from another process (the writer only holds the
+        # file while flushing)
+        live = run_inproc("inspect", "last", "--json")
+        assert live.exit_code == 0, live.output
+        assert json.loads(live.stdout)["status"] == "running"
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=10)
@@ -322,7 +345,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert took < 5
+    assert took < 8  # generous: shared CI machines are slow to tear a process down
     assert "Traceback" not in err
     run_id = first_line(out)
     assert run_status(db, run_id) == "interrupted"

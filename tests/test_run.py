@@ -194,6 +194,45 @@ def test_a_cell_that_never_validates_fails_alone(llm, tmp_path, db):
     assert not any(mentions(r, target, "write") for r in llm.requests)
 
 
+def test_a_server_error_is_retried_and_logged(llm, tmp_path, db):
+    target, failed = account_id(1), []
+
+    def responder(body):
+        if mentions(body, target, "research") and not failed:
+            failed.append(body)
+            return Reply(status=500, error_type="server_error")
+        return None
+
+    llm.responder = responder
+    res = run_inproc("run", write_spec(tmp_path, llm.base_url), write_accounts(tmp_path, 4))
+    assert res.exit_code == 0, res.output
+    run_id = first_line(res.stdout)
+    calls = calls_of(db, run_id, target, "research")
+    assert [(c["status"], c["purpose"], c["attempt"]) for c in calls] == \
+        [("error", "initial", 1), ("ok", "retry", 2)]
+    assert calls[0]["error_type"] == "ServerError" and calls[0]["response"] is None
+    assert calls[0]["wait_ms"] is not None and calls[0]["input_tokens"] is None
+    cell = db_rows(db, "SELECT status, attempts FROM cells WHERE run_id = ? AND item_key = ? "
+                       "AND stage_id = 'research'", [run_id, target])[0]
+    assert cell == {"status": "ok", "attempts": 2}
+    assert len(llm.requests) == len(db_rows(db, "SELECT 1 FROM llm_calls")) == 4 + 4 + 3 + 1
+
+
+def test_when_filters_before_any_call(llm, tmp_path, db):
+    stages = default_stages(top=10)
+    stages[1]["when"] = "account.industry != 'retail'"  # accounts 1, 5, 9 of 12
+    res = run_inproc("run", write_spec(tmp_path, llm.base_url, stages=stages),
+                     write_accounts(tmp_path, 12))
+    assert res.exit_code == 0, res.output
+    run_id = first_line(res.stdout)
+    assert cell_counts(db, run_id) == {
+        "research": {"ok": 12}, "score": {"ok": 9, "filtered": 3},
+        "select": {"ok": 9, "filtered": 3}, "write": {"ok": 9, "filtered": 3}}
+    retail = {account_id(i) for i in (1, 5, 9)}
+    scored = {r["_meta"]["item"] for r in llm.requests if stage_of(r) == "score"}
+    assert len(scored) == 9 and not scored & retail
+
+
 # --- concurrency, measured at the server --------------------------------------------------
 
 @pytest.mark.parametrize("limit,n", [(5, 30), (1, 5)])

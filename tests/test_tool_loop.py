@@ -9,6 +9,7 @@ count what the server saw and what `tool_calls` recorded.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.helpers import (account_id, cell_counts, db_rows, first_line, run_inp
 
 pytestmark = pytest.mark.timeout(30)
 
-TOOLBOX = Path(__file__).parent / "data" / "tools"
+TOOLBOX = Path(__file__).parent / "data" / "tools" / "agentctl_test_toolbox.py"
 MCP_DEMO = Path(__file__).parent / "fakes" / "mcp_server_demo.py"
 TAG = "[[item:{{ account.id }}]] [[stage:%s]]"
 
@@ -71,13 +72,14 @@ def requests_of(llm, item: str) -> list[dict]:
 
 
 def python_tool(function: str, **extra: Any) -> dict:
-    return {"type": "python", "function": f"agentctl_test_toolbox:{function}", "path": str(TOOLBOX),
-            **extra}
+    return {"type": "python", "function": f"agentctl_test_toolbox:{function}", "path": "tools", **extra}
 
 
 def tool_pipeline(tmp_path: Path, api_base: str, *, tools: dict, grants: list[str],
                   agent_extra: dict | None = None, stages: list[dict] | None = None) -> Path:
     """One `research` stage whose agent holds ``grants`` (plus whatever ``stages`` add)."""
+    (tmp_path / "tools").mkdir(exist_ok=True)  # python tools live beside the spec, like a user's
+    shutil.copy(TOOLBOX, tmp_path / "tools")
     stages = stages or [{"id": "research", "agent": "researcher",
                          "prompt": "Research {{ account.name }}. " + TAG % "research",
                          "output": {"summary": "str"}}]

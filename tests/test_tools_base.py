@@ -209,3 +209,15 @@ def test_start_failure_is_a_config_error(db: Path, tmp_path: Path):
 def test_tool_context_defaults():
     ctx = ToolContext(run_id="r", item_key="i", stage_id="s", agent="a")
     assert ctx.idempotency_key is None
+
+
+def test_settings_reference_covers_every_tool_type():
+    from agentctl.tools.reference import SETTINGS_MODELS, settings_markdown, settings_rows
+
+    assert set(SETTINGS_MODELS) == set(TOOL_TYPES)
+    assert {r["setting"] for r in settings_rows("send_email")} >= {"outbox", "from", "smtp.host", "smtp.password_env"}
+    assert next(r for r in settings_rows("sql") if r["setting"] == "database")["default"] == "(required)"
+    text = settings_markdown()
+    for type_ in TOOL_TYPES:
+        assert f"### `{type_}`" in text
+    assert all(line.count("|") == 5 for line in text.splitlines() if line.startswith("| `"))

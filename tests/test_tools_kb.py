@@ -168,3 +168,12 @@ def test_split_passages_respects_size_and_headings():
     assert passages[0].startswith("# Title")
     assert any(p.startswith("## Part") for p in passages)
     assert passages[-1].endswith("last.")
+
+
+def test_single_letter_tokens_count(tmp_path: Path):
+    folder = tmp_path / "news"
+    folder.mkdir()
+    (folder / "one.md").write_text("Acme raised a Series C round led by big investors.")
+    (folder / "two.md").write_text("Globex raised a Series B round led by big investors.")
+    hits = search(make_tool(folder), "Series B round")
+    assert hits[0]["source"] == "two.md" and hits[0]["score"] > hits[1]["score"]

@@ -147,3 +147,9 @@ def test_reads_wait_for_a_writer_in_this_process(db: Path):
         return await tool.call({"query": "SELECT count(*) FROM accounts"}, CTX)
 
     assert asyncio.run(main())["rows"] == [[200]]
+
+
+def test_mock_args_are_a_query_that_runs(db: Path):
+    tool = make_tool(db)
+    args = tool.validate_args(tool.mock_args({"name": "Acme", "domain": "acme.com"}))
+    assert query(tool, args["query"])["rows"] == [["accounts"]]

@@ -34,8 +34,9 @@ def crm(tmp_path: Path) -> Path:
     path = tmp_path / "crm.duckdb"
     with duckdb.connect(str(path)) as conn:
         conn.execute("CREATE TABLE contacts (email VARCHAR PRIMARY KEY, name VARCHAR, company VARCHAR, "
-                     "score INTEGER, last_contacted DATE, tags VARCHAR[])")
-        conn.execute("INSERT INTO contacts VALUES ('old@acme.com', 'Old', 'Acme', 1, NULL, NULL)")
+                     "score INTEGER, last_contacted DATE, tags VARCHAR[], "
+                     "status VARCHAR NOT NULL DEFAULT 'lead' CHECK (status IN ('lead', 'customer')))")
+        conn.execute("INSERT INTO contacts VALUES ('old@acme.com', 'Old', 'Acme', 1, NULL, NULL, 'lead')")
     return path
 
 
@@ -64,10 +65,24 @@ def test_schema_comes_from_the_table(crm: Path):
     assert props["score"] == {"type": ["integer", "null"]}
     assert props["last_contacted"] == {"type": ["string", "null"], "format": "date"}
     assert props["tags"] == {"type": ["array", "null"]}
+    assert props["status"] == {"type": "string", "enum": ["lead", "customer"]}  # NOT NULL + CHECK IN
+    assert "New records also need" not in tool.description  # status has a default
+    with pytest.raises(ToolError, match="status"):
+        tool.validate_args({"record": {"email": "a@b.co", "status": "vip"}})
     with pytest.raises(ToolError, match="colour"):
         tool.validate_args({"record": {"email": "a@b.co", "colour": "red"}})
     with pytest.raises(ToolError, match="email"):
         tool.validate_args({"record": {"name": "No key"}})
+
+
+def test_description_names_columns_new_records_need(crm: Path):
+    with duckdb.connect(str(crm)) as conn:
+        conn.execute("CREATE TABLE deals (id VARCHAR PRIMARY KEY, account_id VARCHAR NOT NULL, amount INTEGER)")
+    tool = started_crm(crm, table="deals", key="id")
+    assert "New records also need: account_id." in tool.description
+    assert tool.parameters["properties"]["record"]["properties"]["account_id"] == {"type": "string"}
+    with pytest.raises(ToolError, match="NOT NULL constraint failed"):
+        upsert(tool, {"id": "d1", "amount": 5})
 
 
 def test_insert_then_update_keeps_other_columns(crm: Path):

@@ -35,7 +35,7 @@ def list_runs(path: Path, limit: int = 20) -> list[dict[str, Any]]:
             return []
         rows = _rows(con, """
             SELECT r.run_id, r.pipeline, r.status, r.mock, r.started_at, r.ended_at, r.heartbeat_at,
-                   r.input_rows,
+                   r.input_rows, r.pid, r.host,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.run_id) AS items,
                    (SELECT count(*) FROM llm_calls c WHERE c.run_id = r.run_id) AS calls,
                    (SELECT sum(cost_usd) FROM llm_calls c WHERE c.run_id = r.run_id) AS cost_usd,
@@ -45,6 +45,7 @@ def list_runs(path: Path, limit: int = 20) -> list[dict[str, Any]]:
     for r in rows:
         end = r["ended_at"] or r["heartbeat_at"]
         r["duration_s"] = (end - r["started_at"]).total_seconds() if end and r["started_at"] else None
+        r["stale"] = r["status"] == "running" and looks_dead(r)
     return rows
 
 
@@ -173,6 +174,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "mock": bool(run["mock"]),
         "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"]),
         "heartbeat_at": _iso(run["heartbeat_at"]), "error": run["error"],
+        "stale": run["status"] == "running" and looks_dead(run),
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
         "grid_truncated": n_items > grid_limit,

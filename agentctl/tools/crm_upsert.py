@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,20 @@ _WRITE_LOCKS: dict[Path, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # DuckDB type name
+    nullable: bool
+    has_default: bool
+    choices: tuple[str, ...] = ()  # from a CHECK (col IN (...)) constraint
+
+
 class CrmUpsertSettings(ToolSettings):
     database: str = Field(min_length=1, description="DuckDB file (spec-relative)")
-    table: str = Field(default="contacts", pattern=IDENT)
+    table: str = Field(default="contacts", pattern=IDENT, description="table in the main schema")
     key: str = Field(default="email", pattern=IDENT, description="column with a PRIMARY KEY or UNIQUE constraint")
-    lock_timeout: float = Field(default=10, ge=0)
+    lock_timeout: float = Field(default=10, ge=0, description="seconds to wait while another process holds the file")
 
 
 class CrmUpsertTool(Tool):
@@ -49,11 +60,18 @@ class CrmUpsertTool(Tool):
         self.database = database
         self.settings = settings
         self.table, self.key = settings.table, settings.key
-        self.columns: dict[str, str] = {}  # column -> DuckDB type, filled by start()
-        self.description = description or (
-            f"Create or update one record in the '{self.table}' table, matched on '{self.key}'. "
-            "Fields you leave out keep their current values. Returns {upserted, created}.")
+        self.columns: dict[str, Column] = {}  # filled by start()
+        self._given_description = description
+        self.description = description or self._default_description()
         self.parameters = self._schema({})
+
+    def _default_description(self) -> str:
+        needed = [c.name for c in self.columns.values()
+                  if not c.nullable and not c.has_default and c.name != self.key]
+        return (f"Create or update one record in the '{self.table}' table, matched on '{self.key}'. "
+                "Fields you leave out keep their current values."
+                + (f" New records also need: {', '.join(needed)}." if needed else "")
+                + " Returns {upserted, created}.")
 
     @classmethod
     def from_spec(cls, name: str, spec: ToolSpec, *, spec_dir: Path, spec_file: str | None = None) -> "CrmUpsertTool":
@@ -70,21 +88,28 @@ class CrmUpsertTool(Tool):
         except ToolError as exc:
             raise ConfigError(f"tool {self.name!r}: {exc.message}") from exc
         self.parameters = self._schema(self.columns)
+        self.description = self._given_description or self._default_description()
 
-    def _describe(self) -> dict[str, str]:
+    def _describe(self) -> dict[str, Column]:
         with _write_lock(self.database):
             conn = duck.connect(self.database, read_only=False, lock_timeout=self.settings.lock_timeout)
             try:
-                columns = dict(conn.execute(
-                    "SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
-                    [self.table]).fetchall())
+                rows = conn.execute(
+                    "SELECT column_name, data_type, is_nullable = 'YES', column_default IS NOT NULL "
+                    "FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+                    "ORDER BY ordinal_position", [self.table]).fetchall()
+                checks = conn.execute(
+                    "SELECT constraint_column_names, expression FROM duckdb_constraints() WHERE table_name = ? "
+                    "AND schema_name = 'main' AND constraint_type = 'CHECK'", [self.table]).fetchall()
                 unique_sets = [c[0] for c in conn.execute(
                     "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
                     "AND schema_name = 'main' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
                     [self.table]).fetchall()]
             finally:
                 conn.close()
+        choices = {cols[0]: _in_list(expr) for cols, expr in checks if len(cols) == 1 and expr}
+        columns = {name: Column(name, dtype, bool(nullable), bool(has_default), choices.get(name) or ())
+                   for name, dtype, nullable, has_default in rows}
         if not columns:
             raise ToolError(f"table {self.table!r} does not exist in {self.database}")
         if self.key not in columns:
@@ -92,13 +117,13 @@ class CrmUpsertTool(Tool):
         if [self.key] not in unique_sets:
             raise ToolError(f"column {self.table}.{self.key} needs a PRIMARY KEY or UNIQUE constraint "
                             "for upserts")
-        return {c: t for c, t in columns.items() if not c.startswith("_agentctl")}
+        return {c: col for c, col in columns.items() if not c.startswith("_agentctl")}
 
-    def _schema(self, columns: dict[str, str]) -> dict:
+    def _schema(self, columns: dict[str, Column]) -> dict:
         record: dict[str, Any] = {"type": "object", "required": [self.key],
                                   "properties": {self.key: {"not": {"type": "null"}}}}
         if columns:
-            record["properties"] = {c: _json_type(t, nullable=c != self.key) for c, t in columns.items()}
+            record["properties"] = {c: _json_type(col, is_key=c == self.key) for c, col in columns.items()}
             record["additionalProperties"] = False
         return {
             "type": "object",
@@ -172,8 +197,17 @@ _INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
             "UBIGINT", "UHUGEINT"}
 
 
-def _json_type(duck_type: str, *, nullable: bool) -> dict:
-    t = duck_type.upper()
+def _in_list(expression: str) -> tuple[str, ...]:
+    """The allowed values of a ``(col IN ('a', 'b'))`` CHECK expression, else ()."""
+    match = re.fullmatch(r"\(*\s*\"?\w+\"?\s+IN\s*\((.*)\)\s*\)*", expression.strip(), re.IGNORECASE | re.DOTALL)
+    if not match:
+        return ()
+    values = re.findall(r"'((?:[^']|'')*)'", match.group(1))
+    return tuple(v.replace("''", "'") for v in values)
+
+
+def _json_type(column: Column, *, is_key: bool) -> dict:
+    t = column.type.upper()
     schema: dict[str, Any]
     if t.endswith("]"):
         schema = {"type": "array"}
@@ -190,7 +224,11 @@ def _json_type(duck_type: str, *, nullable: bool) -> dict:
     elif t in ("VARCHAR", "UUID", "TIME") or t.startswith(("VARCHAR", "ENUM")):
         schema = {"type": "string"}
     else:  # STRUCT, MAP, JSON, BLOB...: let DuckDB convert
-        return {"description": duck_type}
-    if nullable:
+        return {"description": column.type}
+    if column.choices and schema["type"] == "string":
+        schema["enum"] = list(column.choices)
+    if column.nullable and not is_key:
         schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"].append(None)
     return schema

@@ -38,9 +38,9 @@ class HttpGetSettings(ToolSettings):
     allow_any: bool = Field(default=False, description="allow every public host (allow_domains ignored)")
     allow_private: bool = Field(default=False, description="allow loopback/private/link-local addresses")
     timeout: float = Field(default=10, gt=0, le=600, description="seconds for the whole fetch incl. redirects")
-    max_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
-    max_redirects: int = Field(default=5, ge=0, le=30)
-    user_agent: str = "agentctl-http_get/0.1"
+    max_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000, description="body bytes read at most (truncated: true)")
+    max_redirects: int = Field(default=5, ge=0, le=30, description="redirects followed, each re-checked")
+    user_agent: str = Field(default="agentctl-http_get/0.1", description="User-Agent header")
 
 
 @dataclass(frozen=True)

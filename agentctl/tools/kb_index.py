@@ -124,7 +124,8 @@ class KbIndex:
         from bm25s.tokenization import Tokenizer
 
         self.passages = passages
-        self._tokenizer = Tokenizer(stopwords="en", stemmer=_stemmer())
+        # single-character tokens count: "Series B" must not match "Series C" as well
+        self._tokenizer = Tokenizer(stopwords="en", stemmer=_stemmer(), splitter=r"(?u)\b\w+\b")
         self._retriever = bm25s.BM25()
         if passages:
             corpus = [f"{_title(p.source)}\n{p.text}" for p in passages]

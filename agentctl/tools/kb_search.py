@@ -16,8 +16,8 @@ from agentctl.tools.settings import ToolSettings, check_side_effects, parse_sett
 
 class KbSearchSettings(ToolSettings):
     corpus: str = Field(min_length=1, description="folder of .md/.txt/.html files (spec-relative)")
-    top_k: int = Field(default=5, ge=1, le=50)
-    max_snippet_chars: int = Field(default=800, ge=50, le=20_000)
+    top_k: int = Field(default=5, ge=1, le=50, description="passages returned when the model does not ask")
+    max_snippet_chars: int = Field(default=800, ge=50, le=20_000, description="longest snippet per hit")
     chunk_chars: int = Field(default=kb_index.CHUNK_CHARS, ge=100, le=20_000,
                              description="target passage size when splitting documents")
 

@@ -51,8 +51,8 @@ class McpSettings(ToolSettings):
     url: str | None = Field(default=None, description="streamable HTTP server endpoint")
     headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers; ${VAR} is expanded")
     include: list[str] | None = Field(default=None, description="offer only these of the server's tools")
-    startup_timeout: float = Field(default=20, gt=0, le=600)
-    call_timeout: float = Field(default=120, gt=0, le=3600)
+    startup_timeout: float = Field(default=20, gt=0, le=600, description="seconds to start, initialise and list tools")
+    call_timeout: float = Field(default=120, gt=0, le=3600, description="seconds per tool call")
 
     @model_validator(mode="after")
     def _one_transport(self) -> "McpSettings":

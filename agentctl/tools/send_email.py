@@ -43,19 +43,19 @@ _KEY_LOCKS_GUARD = threading.Lock()
 
 class SmtpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    host: str = Field(min_length=1)
-    port: int = Field(default=25, ge=1, le=65535)
-    starttls: bool = False
+    host: str = Field(min_length=1, description="SMTP server")
+    port: int = Field(default=25, ge=1, le=65535, description="SMTP port")
+    starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
     ssl: bool = Field(default=False, description="implicit TLS (SMTPS, usually port 465)")
     username_env: str | None = Field(default=None, description="environment variable holding the user name")
     password_env: str | None = Field(default=None, description="environment variable holding the password")
-    timeout: float = Field(default=30, gt=0)
+    timeout: float = Field(default=30, gt=0, description="seconds per SMTP operation")
 
 
 class SendEmailSettings(ToolSettings):
     outbox: str = Field(min_length=1, description="folder for .eml files (spec-relative, created if missing)")
-    from_: str = Field(alias="from", default="agentctl@localhost", pattern=EMAIL)
-    smtp: SmtpSettings | None = None
+    from_: str = Field(alias="from", default="agentctl@localhost", pattern=EMAIL, description="sender address")
+    smtp: SmtpSettings | None = Field(default=None, description="deliver by SMTP too (else only the outbox)")
 
 
 class SendEmailTool(Tool):

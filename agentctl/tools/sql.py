@@ -37,11 +37,11 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 class SqlSettings(ToolSettings):
     database: str = Field(min_length=1, description="DuckDB file (spec-relative)")
-    max_rows: int = Field(default=50, ge=1, le=10_000)
+    max_rows: int = Field(default=50, ge=1, le=10_000, description="rows returned at most (truncated: true)")
     max_chars: int = Field(default=7_000, ge=200, le=1_000_000,
                            description="rows are dropped from the end until the JSON result fits")
     timeout: float = Field(default=30, gt=0, description="seconds before the query is interrupted")
-    lock_timeout: float = Field(default=5, ge=0)
+    lock_timeout: float = Field(default=5, ge=0, description="seconds to wait while another writer holds the file")
 
 
 class SqlTool(Tool):
@@ -72,6 +72,10 @@ class SqlTool(Tool):
             raise spec_error(name, "database", f"file {str(database)!r} does not exist", spec_file=spec_file)
         side_effects = check_side_effects(name, spec, False, spec_file=spec_file)
         return cls(name, database, settings, description=spec.description, side_effects=side_effects)
+
+    def mock_args(self, account: dict) -> dict:
+        """Arguments for ``--mock`` runs: a query that works on any database."""
+        return {"query": "SHOW TABLES"}
 
     async def call(self, args: dict, ctx: ToolContext) -> dict:
         query = check_read_only(args["query"])
