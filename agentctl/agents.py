@@ -93,12 +93,10 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                              "Reply again with only the corrected JSON object."})
             continue
         if resp.tool_calls:
-            if tools is None or not offered:
-                # the model asked for tools it was never offered: tell it, count as a round
+            results = None
+            if tools is None:  # no executor at all (engine tests): refuse, count as a round
                 results = [json.dumps({"error": f"tool '{c.name}' is not available to this agent"})
                            for c in resp.tool_calls]
-            else:
-                results = None
             rounds += 1
             if rounds > task.max_tool_rounds:
                 raise CellFailed(

@@ -416,6 +416,10 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
     opts, spec = prep.options, prep.spec
     ledger = Ledger(run_id=run_id, write=recorder.action, flush=recorder.aflush,
                     rows=dict(resume.actions) if resume else {})
+    if registry is None:  # no tools declared: an executor still refuses and logs invented calls
+        from agentctl.tools.registry import ToolRegistry
+
+        registry = ToolRegistry([])
     executor = None
     if registry is not None:
         executor = ToolExecutor(registry, {a: ag.tools for a, ag in spec.pipeline.agents.items()},

@@ -445,7 +445,9 @@ def test_sigkill_between_intent_and_done_a_deduplicating_tool_applies_once(llm, 
     # the uncertain action was called again with the same key, and the tool deduplicated it
     calls = Counter(i["key"] for i in jsonl(toolbox_dir / "invocations.jsonl"))
     assert calls[hung["key"]] == 2
-    assert all(n == 1 for key, n in calls.items() if key != hung["key"])
+    # only actions caught in their intent -> done window by the kill are called a second time
+    assert {key for key, n in calls.items() if n > 1} <= {k for k, st in status.items() if st == "intent"}
+    assert max(calls.values()) == 2
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: with --auto-approve the re-run cell asks for the same "

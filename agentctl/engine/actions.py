@@ -115,8 +115,9 @@ class ToolExecutor:
         row["arguments"] = args
         tool = self._granted.get(agent, {}).get(call.name)
         if tool is None:
-            msg = (f"tool '{call.name}' is not permitted for agent '{agent}'; "
-                   f"allowed: {', '.join(sorted(self._granted.get(agent, {}))) or 'none'}")
+            allowed = sorted(self._granted.get(agent, {}))
+            msg = (f"tool '{call.name}' is not available to agent '{agent}' (not permitted); "
+                   f"allowed: {', '.join(allowed) or 'none'}")
             return finish("denied", _err(msg), error=msg)
         row["tool"] = tool.name
         try:

@@ -73,8 +73,38 @@ class SqlTool(Tool):
         side_effects = check_side_effects(name, spec, False, spec_file=spec_file)
         return cls(name, database, settings, description=spec.description, side_effects=side_effects)
 
+    _tables: dict[str, list[str]] | None = None
+
+    async def start(self) -> None:
+        # The table -> columns map lets --mock runs ask account-specific questions.
+        def read() -> dict[str, list[str]]:
+            conn = duck.connect(self.database, read_only=True, config=duck.READ_ONLY_CONFIG,
+                                lock_timeout=self.settings.lock_timeout)
+            try:
+                rows = conn.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                    "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+                                    ).fetchall()
+            finally:
+                conn.close()
+            tables: dict[str, list[str]] = {}
+            for table, column in rows:
+                tables.setdefault(table, []).append(column)
+            return tables
+
+        try:
+            self._tables = await asyncio.to_thread(read)
+        except Exception:  # the real calls report database problems; the mock just falls back
+            self._tables = {}
+
     def mock_args(self, account: dict) -> dict:
-        """Arguments for ``--mock`` runs: a query that works on any database."""
+        """Arguments for ``--mock`` runs: the rows of the first table that has a column named
+        like one of the account's fields (e.g. contacts.account_id), else SHOW TABLES."""
+        for table, columns in (self._tables or {}).items():
+            for column in columns:
+                value = account.get(column)
+                if value not in (None, "") and column.endswith(("_id", "id", "domain", "name")):
+                    text = str(value).replace("'", "''")
+                    return {"query": f'SELECT * FROM "{table}" WHERE "{column}" = \'{text}\' LIMIT 5'}
         return {"query": "SHOW TABLES"}
 
     async def call(self, args: dict, ctx: ToolContext) -> dict:
