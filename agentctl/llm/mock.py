@@ -79,6 +79,8 @@ def value_for(schema: dict[str, Any], rnd: _Rand, *, name: str, account: dict[st
     # string
     lo = int(schema.get("minLength", 0))
     hi = int(schema.get("maxLength", 400))
+    if account.get(name) not in (None, "") and not isinstance(account.get(name), (dict, list)):
+        return str(account[name])[:hi]  # a field named like an input column takes its value
     if schema.get("format") == "email" or "@" in str(schema.get("pattern", "")) or \
             name.lower() in ("to", "email", "cc", "bcc", "recipient") or name.lower().endswith("_email"):
         domain = str(account.get("domain") or "example.com").removeprefix("www.")
