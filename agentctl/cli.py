@@ -107,6 +107,8 @@ def _finish(outcome, as_json: bool) -> int:
     from agentctl.render import run_summary
 
     doc = outcome.as_json()
+    if outcome.status == "failed" and outcome.error:  # cron logs must say why, on stderr
+        err.print(f"[red]error:[/red] {outcome.error}", markup=True, highlight=False)
     if as_json:
         print(json.dumps(doc, indent=2, default=str), flush=True)
     else:

@@ -110,6 +110,7 @@ class Measured:
     stdout: str
     stderr: str
     timed_out: bool = False
+    started_epoch: float = 0.0   # wall-clock time of the spawn, to line up with the run log
 
     @property
     def cpu_s(self) -> float:
@@ -120,7 +121,7 @@ def run_measured(cmd: list[str], *, cwd: Path, timeout: float, out_dir: Path, na
     """Run `cmd` to completion; the kernel's wait4 rusage gives the child's own CPU and RSS."""
     out_path, err_path = out_dir / f"{name}.stdout", out_dir / f"{name}.stderr"
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        t0 = time.perf_counter()
+        started_epoch, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL)
         timed_out = threading.Event()
@@ -145,7 +146,7 @@ def run_measured(cmd: list[str], *, cwd: Path, timeout: float, out_dir: Path, na
     return Measured(cmd=cmd, returncode=proc.returncode, wall_s=wall, user_s=usage.ru_utime,
                     sys_s=usage.ru_stime, maxrss_mb=usage.ru_maxrss / rss_unit,
                     stdout=out_path.read_text(), stderr=err_path.read_text(),
-                    timed_out=timed_out.is_set())
+                    timed_out=timed_out.is_set(), started_epoch=started_epoch)
 
 
 def machine_busy_s() -> float | None:

@@ -126,10 +126,13 @@ def read_log(db: Path, run_id: str, agent_stages: int) -> dict[str, Any]:
             return {str(k): v for k, v in con.execute(sql, [run_id]).fetchall()}
 
         run = one("SELECT status, epoch(ended_at) - epoch(started_at) FROM runs WHERE run_id = ?")
+        first, last = one("SELECT epoch(min(started_at)), epoch(max(started_at + to_milliseconds(latency_ms))) "
+                          "FROM llm_calls WHERE run_id = ?")
         p50, p99 = one("SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) "
                        "FROM llm_calls WHERE run_id = ? AND status = 'ok'")
         return {
             "run_status": run[0] if run else None,
+            "first_call_epoch": first, "last_call_done_epoch": last,
             "run_seconds": round(run[1], 3) if run and run[1] is not None else None,
             "llm_calls_rows": one("SELECT count(*) FROM llm_calls WHERE run_id = ?")[0],
             "llm_calls_by_status": pairs("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1"),
@@ -224,6 +227,11 @@ def run_pipeline(name: str, cfg: Config, server: FakeServer, spec: Path, account
     }
     if out["log"]:
         out["accounts_ok_pct"] = round(100 * out["log"]["accounts_ok"] / cfg.n, 2)
+        first, last = out["log"].pop("first_call_epoch"), out["log"].pop("last_call_done_epoch")
+        if first is not None and last is not None:  # where the CLI's wall clock went
+            out["phases_s"] = {"startup": round(first - m.started_epoch, 2),
+                               "calls": round(last - first, 2),
+                               "shutdown": round(m.started_epoch + m.wall_s - last, 2)}
     out["_db"] = str(db)
     return out
 
@@ -289,6 +297,12 @@ def targets(cfg: Config, r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        d = (d or {}).get(k)  # type: ignore[assignment]
+    return d
+
+
 def _fmt(d: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in (d or {}).items()) or "-"
 
@@ -307,6 +321,8 @@ def render(cfg: Config, r: dict[str, Any]) -> str:
             title,
             f"  CLI wall {p['wall_s']:.2f} s (run itself {s['engine_elapsed_s']} s); ideal "
             f"{s['ideal_s']:.2f} s = {srv['requests']} calls x {cfg.latency:g} s / {cfg.concurrency}",
+            f"  wall = startup {_get(s, 'phases_s', 'startup')} s (spawn -> first request) + calls "
+            f"{_get(s, 'phases_s', 'calls')} s + shutdown {_get(s, 'phases_s', 'shutdown')} s (last reply -> exit)",
             f"  efficiency {s['efficiency']} (CLI wall), {s['engine_efficiency']} (run elapsed); "
             f"status {s['status']}, exit {p['returncode']}{' TIMED OUT' if p['timed_out'] else ''}",
             f"  server: {srv['requests']} requests, peak in-flight {srv['peak_in_flight']}, "

@@ -26,7 +26,6 @@ import email
 import email.policy
 import io
 import json
-import os
 import shutil
 import signal
 import socket
@@ -319,7 +318,7 @@ def test_approval_flow_review_approve_reject_resume(llm, tmp_path, db, crm):
     before = actions(db, run_id)
 
     # a second resume executes nothing again
-    cli("resume", run_id, code=(0, 1))
+    resume(run_id, code=(0, 1))
     assert actions(db, run_id) == before
     assert set(outbox(tmp_path)) == set(mails) and len(crm_rows(crm)) == 2
     assert len(llm.requests) == sent_requests

@@ -21,7 +21,8 @@ prompt files, and ``case.toml``:
     db_setup = "directory"              # optional: directory | garbage | chmod000
     make_parquet = { from = "rows.csv", to = "accounts.parquet" }   # optional: built at test time
     run_may_start = false               # optional: true allows a run row marked 'failed'
-    xfail = "why"                       # optional: a known bug (strict xfail)
+    xfail = "why"                       # optional: a known bug in the message (strict xfail)
+    xfail_refusal = "why"               # optional: a known bug in exit code / lines / run log
 
 Every case runs in a copy of its folder under a temp dir. All subprocesses of the selected
 cases are started together from a thread pool once per module, so the corpus costs a few
@@ -48,7 +49,7 @@ from tests.conftest import CLOSED_PROXY, LOOPBACK, PROVIDER_KEYS, PROVIDER_PREFI
 CORPUS = Path(__file__).parent / "bad_inputs"
 KINDS = ("spec", "input", "env")
 CASE_KEYS = {"about", "kind", "exit_code", "contains", "spec", "accounts", "args", "mock", "env",
-             "db", "db_setup", "make_parquet", "run_may_start", "xfail"}
+             "db", "db_setup", "make_parquet", "run_may_start", "xfail", "xfail_refusal"}
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 TIMEOUT_S = 120  # per subprocess; generous because a busy CI box can be several times slower
 
@@ -73,12 +74,12 @@ def needs_root_skip(case: dict[str, Any]) -> bool:
     return case.get("db_setup") == "chmod000" and IS_ROOT
 
 
-def case_params() -> list:
+def case_params(xfail_key: str) -> list:
     params = []
     for name, case in CASES.items():
         marks = []
-        if case.get("xfail"):
-            marks.append(pytest.mark.xfail(strict=True, reason=case["xfail"]))
+        if case.get(xfail_key):
+            marks.append(pytest.mark.xfail(strict=True, reason=case[xfail_key]))
         if needs_root_skip(case):
             marks.append(pytest.mark.skip(reason="running as root: permissions are not enforced"))
         params.append(pytest.param(name, marks=marks, id=name))
@@ -156,9 +157,10 @@ def execute(argv: list[str], cwd: Path, env: dict[str, str]) -> Result:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                               errors="replace", timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:  # fails this case only, not the whole corpus
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        return Result(argv, -1, out, err + f"\n[test: no exit within {TIMEOUT_S}s]")
+        def text(data: bytes | str | None) -> str:  # bytes here even with text=True
+            return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+        return Result(argv, -1, text(exc.stdout),
+                      text(exc.stderr) + f"\n[test: no exit within {TIMEOUT_S}s]")
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -195,7 +197,8 @@ def describe(res: Result) -> str:
     return f"$ {' '.join(res.argv)}\nexit {res.code}\nstdout: {res.stdout!r}\nstderr: {res.stderr!r}"
 
 
-def check_refused(case: dict[str, Any], res: Result) -> None:
+def check_refused(case: dict[str, Any], res: Result) -> str:
+    """Exit code, one line on stderr, no traceback, empty stdout; returns the message."""
     why = describe(res)
     assert "Traceback" not in res.stderr + res.stdout, why
     assert res.code == case["exit_code"], why
@@ -203,8 +206,7 @@ def check_refused(case: dict[str, Any], res: Result) -> None:
     message = res.stderr[:-1] if res.stderr.endswith("\n") else res.stderr
     assert message.strip() and "\n" not in message, f"stderr must be exactly one line\n{why}"
     assert message.startswith("error: "), why
-    missing = [s for s in case["contains"] if s not in message]
-    assert not missing, f"message lacks {missing}\n{why}"
+    return message
 
 
 def check_run_log(case: dict[str, Any], outcome: Outcome) -> None:
@@ -213,8 +215,8 @@ def check_run_log(case: dict[str, Any], outcome: Outcome) -> None:
     if outcome.db_before is not None and outcome.db_before[8:12] != b"DUCK":
         assert db.read_bytes() == outcome.db_before, f"{db} (not a run log) was modified"
         return
-    if not db.is_file():
-        return  # never created (or a directory the run refused)
+    if not db.is_file() or not os.access(db, os.R_OK):
+        return  # never created, a directory the run refused, or a chmod 000 file
     con = duckdb.connect(str(db), read_only=True)
     try:
         if not con.execute("SELECT count(*) FROM information_schema.tables "
@@ -242,9 +244,21 @@ def test_corpus_is_complete_and_well_formed():
     assert min(kinds.count(k) for k in KINDS) >= 8
 
 
-@pytest.mark.parametrize("name", case_params())
+@pytest.mark.parametrize("name", case_params("xfail_refusal"))
 def test_bad_input_is_refused_in_one_line(name, outcomes):
+    """Exit 2, one line, no traceback, no run id, no run row (or a failed one) -- run and validate."""
     case, outcome = CASES[name], outcomes[name]
+    assert set(outcome.results) == ({"run", "validate"} if case["kind"] != "env" else {"run"})
     for res in outcome.results.values():
         check_refused(case, res)
     check_run_log(case, outcome)
+
+
+@pytest.mark.parametrize("name", case_params("xfail"))
+def test_bad_input_message_says_where_and_how(name, outcomes):
+    """The one line names the file / YAML path / row / column and says how to fix it."""
+    case, outcome = CASES[name], outcomes[name]
+    for res in outcome.results.values():
+        message = res.stderr.strip()
+        missing = [s for s in case["contains"] if s not in message]
+        assert not missing, f"message lacks {missing}\n{describe(res)}"

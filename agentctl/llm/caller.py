@@ -139,6 +139,10 @@ class ModelCaller:
                     t0 = time.perf_counter()
                     started_at = utcnow()
                     try:
+                        if self.stop_reason:  # the run stopped while this call waited for a slot
+                            if self.budget is not None:
+                                self.budget.settle(meta.get("item_key"), req, est_tokens, None)
+                            raise RunStopped(self.stop_reason)
                         resp = await self._send(req)
                     except ProviderError as exc:
                         error = exc

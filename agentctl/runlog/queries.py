@@ -55,8 +55,8 @@ def resolve_run_id(con, run_id: str) -> str:
         if not row:
             raise NotFound("there are no runs in this run log yet; start one with `agentctl run`")
         return row[0]
-    rows = con.execute("SELECT run_id FROM runs WHERE run_id = ? OR run_id LIKE ? ORDER BY started_at DESC",
-                       [run_id, run_id + "%"]).fetchall()
+    rows = con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at DESC",
+                       [run_id]).fetchall()
     exact = [r[0] for r in rows if r[0] == run_id]
     if exact:
         return exact[0]
