@@ -190,7 +190,9 @@ class AccountsFile:
             except StopIteration:
                 break
             except csv.Error as exc:
-                self._fail(f"line {reader.line_num}: malformed CSV ({exc}); "
+                row = f"row {record + 1}" + (f", which starts on line {start_line}"
+                                             if start_line != reader.line_num else "")
+                self._fail(f"line {reader.line_num}: malformed CSV ({exc}) in {row}; "
                            + _csv_error_hint(str(exc)), exc)
             record += 1
             if all(not c.strip() for c in cells):
@@ -352,8 +354,12 @@ def _detect_format(path: Path, fmt: str) -> str:
     if ext in EXTENSIONS:
         return EXTENSIONS[ext]
     what = f"extension '{path.suffix}'" if path.suffix else "no extension"
-    raise InputError(f"{path}: cannot tell the file format ({what}); supported: {SUPPORTED}; "
-                     "rename the file or set input.format (csv, jsonl or parquet) in the spec to force one")
+    if ext in (".xlsx", ".xlsm", ".xls", ".ods"):
+        fix = ("this is a spreadsheet: in Excel, Save As > 'CSV UTF-8' and pass the .csv "
+               "(input.format does not read workbooks)")
+    else:
+        fix = "rename the file or set input.format (csv, jsonl or parquet) in the spec to force one"
+    raise InputError(f"{path}: cannot tell the file format ({what}); supported: {SUPPORTED}; {fix}")
 
 
 def _delimiter(f: AccountsFile) -> str:

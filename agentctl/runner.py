@@ -532,8 +532,9 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
             continue
         if action["status"] == "intent" and not tool.accepts_idempotency_key:
             await ledger.put({**action, "status": "failed",
-                              "error": "outcome unknown after a crash and the tool cannot "
-                                       "deduplicate; check it by hand"})
+                              "error": f"action {key} may or may not have run before a crash and "
+                                       f"tool '{tool.name}' cannot deduplicate, so it is not run "
+                                       "again; check by hand whether it happened"})
             continue
         ctx = ToolContext(run_id=resume.run_id, item_key=action["item_key"],
                           stage_id=action["stage_id"], agent=None, idempotency_key=key)

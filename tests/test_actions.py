@@ -449,9 +449,6 @@ def test_sigkill_between_intent_and_done_a_deduplicating_tool_applies_once(llm, 
     assert max(calls.values()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with --auto-approve the re-run cell asks for the same "
-                   "action again and ToolExecutor re-executes the `failed` (outcome unknown) action "
-                   "of a tool that cannot deduplicate")
 def test_sigkill_between_intent_and_done_a_blind_tool_is_never_rerun(llm, tmp_path, db, toolbox_dir):
     """A tool that cannot deduplicate is never executed twice: after a crash inside its
     intent -> done window its action is marked failed, for a human to check."""

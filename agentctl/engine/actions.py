@@ -153,6 +153,10 @@ class ToolExecutor:
             if status == "rejected":
                 msg = f"action {key} was rejected by a reviewer; do not retry it"
                 return finish("rejected", _err(msg), error=msg, key=key)
+            if status == "failed" and not tool.accepts_idempotency_key:
+                # it may have run before a crash: never again without a human (see intent below)
+                msg = existing.get("error") or f"action {key} failed"
+                return finish("error", _err(msg), error=msg, key=key)
             if status == "pending_approval":
                 if meta is not None:
                     meta["awaiting_approval"] = True
@@ -160,7 +164,8 @@ class ToolExecutor:
             if status in ("approved", "intent") or approval == "auto":
                 if status == "intent" and not tool.accepts_idempotency_key:
                     msg = (f"action {key} may or may not have run before a crash and tool "
-                           f"'{tool.name}' cannot deduplicate; check it by hand and re-approve")
+                           f"'{tool.name}' cannot deduplicate, so it is not run again; "
+                           "check by hand whether it happened")
                     await self.ledger.put({**existing, "status": "failed", "error": msg})
                     return finish("error", _err(msg), error=msg, key=key)
                 text, size, ok, err = await self.execute(tool, args, ctx, existing)

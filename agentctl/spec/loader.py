@@ -99,10 +99,22 @@ def _map(node: yaml.Node, path: str, src: SourceMap, active: set[int]) -> None:
     active.discard(id(node))
 
 
+def _open_quote_line(text: str, before: int | None) -> int | None:
+    """The first line above ``before`` whose double quotes do not pair up."""
+    for n, source_line in enumerate(text.splitlines()[: (before or 1) - 1], 1):
+        code = source_line.split(" #", 1)[0]
+        if (code.count('"') - code.count('\\"')) % 2:
+            return n
+    return None
+
+
 def _yaml_hint(text: str, line: int | None) -> str:
     source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
     if "\t" in source_line[: len(source_line) - len(source_line.lstrip())]:
         return "indent with spaces; YAML does not allow tabs"
+    opened = _open_quote_line(text, line)
+    if opened:
+        return f"the double quote opened on line {opened} is probably never closed"
     if "{{" in source_line or "{%" in source_line:
         return "quote a value that starts with '{{' or '{%', or write it as a block: 'prompt: |'"
     return "check indentation and quoting on that line or the one before"

@@ -220,7 +220,8 @@ class McpServer:
         if "/" in program and not Path(program).is_absolute():
             program = str(resolve_path(self.spec_dir, program))
         elif shutil.which(program) is None and not Path(program).exists():
-            raise FileNotFoundError(f"command not found: {program!r}")
+            raise FileNotFoundError(f"command {program!r} not found (tools.{self.name}.command); "
+                                    "install it, put it on PATH, or fix the path")
         params = StdioServerParameters(
             command=program,
             args=[*command[1:], *s.args],
