@@ -48,12 +48,44 @@ def one_line_error(stderr: str) -> str:
 
 # --- transient faults are retried ---------------------------------------------------------
 
+FAULTS = ("429", "500", "malformed", "reset", "hang", None)
+
+
+class FaultScript:
+    """A responder that fails the first attempt of each cell with a fault chosen by the
+    account's number (so every kind occurs, whatever order requests arrive in), and the
+    second attempt too for every seventh account. Remembers what it did per request."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen: Counter = Counter()
+        self.injected: list[tuple[str, str, str]] = []  # (item, stage, fault)
+
+    def __call__(self, body: dict) -> Reply | None:
+        item, stage = body["_meta"]["item"], stage_of(body)
+        n = int(item.rsplit("-", 1)[1]) + (3 if stage == "score" else 0)
+        with self.lock:
+            self.seen[(item, stage)] += 1
+            attempt = self.seen[(item, stage)]
+        fault = FAULTS[n % len(FAULTS)] if attempt == 1 else (
+            "429" if attempt == 2 and n % 7 == 0 else None)
+        if fault is None:
+            return None
+        with self.lock:
+            self.injected.append((item, stage, fault))
+        return {"429": Reply(status=429, error_type="rate_limit_exceeded",
+                             headers={"Retry-After": "0.2"}, delay=0),
+                "500": Reply(status=500, error_type="server_error"),
+                "malformed": Reply(malformed=True), "reset": Reply(reset=True),
+                "hang": Reply(hang=True)}[fault]
+
+
 def test_transient_faults_are_retried_until_every_account_is_ok(llm, tmp_path, db):
-    llm.faults = Faults(rate_429=0.08, retry_after=0.2, rate_500=0.06, rate_malformed=0.05,
-                        rate_reset=0.05, rate_hang=0.03)
+    script = FaultScript()
+    llm.responder = script
     spec = write_spec(tmp_path, llm.base_url, stages=two_stages(), concurrency=8,
                       extra={"models": {"fast": {"timeout": 1}},
-                             "defaults": {"max_attempts": 8}})
+                             "defaults": {"max_attempts": 4}})
     res = run_inproc("run", spec, write_accounts(tmp_path, 30))
 
     assert res.exit_code == 0, res.output
@@ -61,22 +93,28 @@ def test_transient_faults_are_retried_until_every_account_is_ok(llm, tmp_path, d
     assert cell_counts(db, run_id) == {"research": {"ok": 30}, "score": {"ok": 30}}
     rows = calls(db, run_id)
     # one log row per request the server saw, faults included
-    assert len(rows) == len(llm.requests)
-    faults = Counter(r["_fault"] for r in llm.requests if r["_fault"])
-    assert set(faults) == {"429", "500", "malformed", "reset", "hang"}, faults
+    assert len(rows) == len(llm.requests) == 60 + len(script.injected)
+    injected = Counter(f for _, _, f in script.injected)
+    assert set(injected) == {"429", "500", "malformed", "reset", "hang"}, injected
     failed = [r for r in rows if r["status"] != "ok"]
-    assert len(failed) == sum(faults.values())
+    assert len(failed) == len(script.injected)
     for r in failed:
         assert r["status"] == "error" and r["error_type"], r
         assert r["wait_ms"] is not None and r["wait_ms"] >= 0, r
-    kinds = Counter(r["error_type"] for r in failed)
-    assert kinds["RateLimited"] == faults["429"], kinds
-    assert kinds["Timeout"] == faults["hang"], kinds
+        assert r["response"] is None and r["cost_usd"] is None
+    # each fault is logged as what it was, on the cell it hit
+    kind = {"429": "RateLimited", "500": "ServerError", "hang": "Timeout"}
+    logged = Counter((r["item_key"], r["stage_id"]) for r in failed)
+    assert logged == Counter((i, s) for i, s, _ in script.injected)
+    types = Counter(r["error_type"] for r in failed)
+    for fault, error_type in kind.items():
+        assert types[error_type] == injected[fault], types
+    assert sum(types.values()) == sum(injected.values())
     # a hang is cut at the alias timeout (1 s), not the server's hour
     for r in failed:
         if r["error_type"] == "Timeout":
             assert 900 <= r["latency_ms"] < 4000, r
-    # Retry-After 0.2: the next attempt of that cell starts at least 0.2 s later
+    # Retry-After 0.2: the next attempt of that cell waits at least 0.2 s
     by_cell: dict[tuple, list[dict]] = {}
     for r in rows:
         by_cell.setdefault((r["item_key"], r["stage_id"]), []).append(r)
@@ -85,11 +123,11 @@ def test_transient_faults_are_retried_until_every_account_is_ok(llm, tmp_path, d
         attempts.sort(key=lambda r: r["attempt"])
         assert [r["attempt"] for r in attempts] == list(range(1, len(attempts) + 1))
         assert attempts[-1]["status"] == "ok"
+        assert [r["purpose"] for r in attempts[1:]] == ["retry"] * (len(attempts) - 1)
         for prev, nxt in zip(attempts, attempts[1:]):
-            assert nxt["purpose"] == "retry"
             if prev["error_type"] == "RateLimited":
                 assert prev["wait_ms"] >= 200, prev
                 gap = (nxt["started_at"] - prev["started_at"]).total_seconds()
                 assert gap >= 0.2, (prev, nxt)
                 checked += 1
-    assert checked == faults["429"] > 0
+    assert checked == injected["429"] > 0
