@@ -127,14 +127,17 @@ def run_measured(cmd: list[str], *, cwd: Path, timeout: float, out_dir: Path, na
         timed_out = threading.Event()
         reaped = threading.Lock()
 
-        def kill() -> None:
+        def stop(sig: int) -> None:
             with reaped:
                 if proc.returncode is None:
                     timed_out.set()
-                    os.kill(proc.pid, signal.SIGKILL)
+                    os.kill(proc.pid, sig)
 
-        timer = threading.Timer(timeout, kill)
+        # Over time: Ctrl-C first (agentctl records the run as interrupted), then SIGKILL.
+        timer = threading.Timer(timeout, stop, (signal.SIGINT,))
+        killer = threading.Timer(timeout + 20, stop, (signal.SIGKILL,))
         timer.start()
+        killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
@@ -142,6 +145,7 @@ def run_measured(cmd: list[str], *, cwd: Path, timeout: float, out_dir: Path, na
                 proc.returncode = os.waitstatus_to_exitcode(status)
         finally:
             timer.cancel()
+            killer.cancel()
     rss_unit = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return Measured(cmd=cmd, returncode=proc.returncode, wall_s=wall, user_s=usage.ru_utime,
                     sys_s=usage.ru_stime, maxrss_mb=usage.ru_maxrss / rss_unit,

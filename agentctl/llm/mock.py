@@ -85,6 +85,10 @@ def value_for(schema: dict[str, Any], rnd: _Rand, *, name: str, account: dict[st
             name.lower() in ("to", "email", "cc", "bcc", "recipient") or name.lower().endswith("_email"):
         domain = str(account.get("domain") or "example.com").removeprefix("www.")
         return f"contact@{domain}"[:hi]
+    if schema.get("format") == "date-time":
+        return f"2026-{1 + rnd.next() % 12:02d}-{1 + rnd.next() % 28:02d}T09:00:00"
+    if schema.get("format") == "date":
+        return f"2026-{1 + rnd.next() % 12:02d}-{1 + rnd.next() % 28:02d}"
     if schema.get("format") in ("uri", "url") or name.lower() in ("url", "website"):
         return f"https://{account.get('domain') or 'example.com'}/"
     text = (f"[mock] {name} for {_label(account)} ({stage}): "
