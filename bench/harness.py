@@ -87,6 +87,12 @@ class FakeServer:
         except (OSError, IndexError, ValueError, AttributeError):
             return None
 
+    def __enter__(self) -> "FakeServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -82,30 +82,35 @@ class FaultScript:
 
 
 def test_transient_faults_are_retried_until_every_account_is_ok(llm, tmp_path, db):
+    """Scripted faults on every cell's first attempt, plus the server's own random 429s and
+    500s; the lane has a fixed concurrency (adaptive cuts are tested below)."""
     script = FaultScript()
     llm.responder = script
-    spec = write_spec(tmp_path, llm.base_url, stages=two_stages(), concurrency=8,
-                      extra={"models": {"fast": {"timeout": 1}}, "limits": {"fast": {"concurrency": 8}},
-                             "defaults": {"max_attempts": 4}})
+    llm.faults = Faults(rate_429=0.04, retry_after=0.2, rate_500=0.04)
+    spec = write_spec(tmp_path, llm.base_url, stages=two_stages(), concurrency=8, extra={
+        "models": {"fast": {"timeout": 1}}, "limits": {"fast": {"concurrency": 8}},
+        "defaults": {"max_attempts": 6}})
     res = run_inproc("run", spec, write_accounts(tmp_path, 30))
 
     assert res.exit_code == 0, res.output
     run_id = first_line(res.stdout)
     assert cell_counts(db, run_id) == {"research": {"ok": 30}, "score": {"ok": 30}}
     rows = calls(db, run_id)
-    # one log row per request the server saw, faults included
-    assert len(rows) == len(llm.requests) == 60 + len(script.injected)
-    injected = Counter(f for _, _, f in script.injected)
+    random_faults = [r for r in llm.requests if r["_fault"]]
+    injected = Counter(f for _, _, f in script.injected) + Counter(r["_fault"] for r in random_faults)
     assert set(injected) == {"429", "500", "malformed", "reset", "hang"}, injected
+    # one log row per request the server saw, faults included
+    assert len(rows) == len(llm.requests) == 60 + sum(injected.values())
     failed = [r for r in rows if r["status"] != "ok"]
-    assert len(failed) == len(script.injected)
+    assert len(failed) == sum(injected.values())
     for r in failed:
         assert r["status"] == "error" and r["error_type"], r
         assert r["wait_ms"] is not None and r["wait_ms"] >= 0, r
         assert r["response"] is None and r["cost_usd"] is None
     # each failure is logged on the cell it hit; 429s and hangs as what they were
     logged = Counter((r["item_key"], r["stage_id"]) for r in failed)
-    assert logged == Counter((i, s) for i, s, _ in script.injected)
+    assert logged == Counter([(i, s) for i, s, _ in script.injected]
+                             + [(r["_meta"]["item"], stage_of(r)) for r in random_faults])
     types = Counter(r["error_type"] for r in failed)
     assert types["RateLimited"] == injected["429"], types
     assert types["Timeout"] == injected["hang"], types

@@ -21,7 +21,7 @@ from agentctl.runlog.writer import utcnow
 @dataclass
 class RetryPolicy:
     """Exponential backoff with full jitter; the server's Retry-After wins when it gives one."""
-    max_attempts: int = 6
+    max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 60.0
     fallback_after: int = 2   # consecutive retryable failures before trying the fallback alias

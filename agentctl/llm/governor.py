@@ -1,9 +1,11 @@
 """The rate governor: one per run, shared by every stage, one lane per model alias/provider.
 
 Each lane enforces what the spec's `limits:` say (concurrency, rpm, tpm) and reacts to the
-provider: a 429 pauses the whole lane until its Retry-After has passed, and — where no limit
-was configured — halves the lane's concurrency (recovering by one slot per window of
-successes), so a run converges on what the provider allows instead of storming it.
+provider. A single 429 only delays its own retry (by its Retry-After). When 429s dominate the
+lane's recent replies (the provider is saturated, not merely noisy), the whole lane pauses
+for the Retry-After and — where no limit was configured — halves its concurrency, then
+recovers by one slot per window of successes: a run converges on what the provider allows
+instead of storming it, and occasional 429s do not throttle a healthy run.
 
 Requests and tokens are spaced evenly (GCRA): a lane with `rpm: 600` admits one request
 every 100 ms, which keeps every 60-second window at or under the limit while still using it.
@@ -14,11 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentctl.errors import ProviderError, RateLimited
 from agentctl.llm.limiter import PriorityLimiter
+
+
+WINDOW = 20              # replies remembered per lane
+MIN_SAMPLES = 5          # before that, one 429 says little
+SATURATION_SHARE = 0.3   # this share of 429s means the provider is pushing back
 
 
 @dataclass
@@ -36,7 +44,12 @@ class Lane:
     last_cut: float = 0.0
     rate_limited: int = 0
     cuts: int = 0
-    estimates: dict[int, int] = field(default_factory=dict)
+    recent: "deque[bool]" = field(default_factory=lambda: deque(maxlen=WINDOW))  # True = 429
+
+    def saturated(self) -> bool:
+        """429s make up a large share of the recent replies."""
+        return (len(self.recent) >= MIN_SAMPLES
+                and sum(self.recent) / len(self.recent) >= SATURATION_SHARE)
 
     async def wait_turn(self, est_tokens: int) -> None:
         loop = asyncio.get_running_loop()
@@ -96,18 +109,23 @@ class RateGovernor:
             lane.next_token_at += (actual - est_tokens) * 60.0 / lane.tpm
         if isinstance(error, RateLimited):
             lane.rate_limited += 1
-            if error.retry_after:
-                lane.paused_until = max(lane.paused_until, loop_now + error.retry_after)
-            if lane.adaptive and now - lane.last_cut > 1.0:
+            lane.recent.append(True)
+            if lane.saturated() and now - lane.last_cut > 1.0:
                 lane.last_cut = now
-                lane.cuts += 1
-                lane.successes = 0
-                lane.limiter.set_limit(max(1, lane.limiter.limit // 2))
-        elif error is None and lane.adaptive and lane.limiter.limit < lane.ceiling:
-            lane.successes += 1
-            if lane.successes >= lane.limiter.limit:  # additive increase: +1 per window
-                lane.successes = 0
-                lane.limiter.set_limit(lane.limiter.limit + 1)
+                lane.recent.clear()
+                if error.retry_after:
+                    lane.paused_until = max(lane.paused_until, loop_now + error.retry_after)
+                if lane.adaptive:
+                    lane.cuts += 1
+                    lane.successes = 0
+                    lane.limiter.set_limit(max(1, lane.limiter.limit // 2))
+        elif error is None:
+            lane.recent.append(False)
+            if lane.adaptive and lane.limiter.limit < lane.ceiling:
+                lane.successes += 1
+                if lane.successes >= lane.limiter.limit:  # additive increase: +1 per window
+                    lane.successes = 0
+                    lane.limiter.set_limit(lane.limiter.limit + 1)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {k: {"limit": l.limiter.limit, "peak": l.limiter.peak, "rate_limited": l.rate_limited,

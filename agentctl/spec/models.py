@@ -68,7 +68,7 @@ class Defaults(Strict):
     concurrency: int = Field(default=8, gt=0, le=4096)
     max_repairs: int = Field(default=2, ge=0, le=10)
     max_tool_rounds: int = Field(default=5, ge=0, le=50)
-    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_attempts: int = Field(default=8, ge=1, le=50, description="attempts per LLM call, retries included")
 
 
 class InputSpec(Strict):
