@@ -17,6 +17,7 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
     totals = {"llm_calls": 0.0, "input_tokens": 0.0, "output_tokens": 0.0, "cost_usd": 0.0,
               "unpriced_calls": 0.0, "call_seconds": 0.0}
     by_model: dict[str, dict[str, float]] = {}
+    sample_ok = {s["id"]: s["ok"] for s in sample["stages"]}
     for s in sample["stages"]:
         stage = spec.pipeline.stage(s["id"])
         ran = s["ok"] + s["failed"] + s.get("awaiting_approval", 0)
@@ -28,7 +29,10 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
             stages_out.append({"id": s["id"], "kind": "select", "items": round(reach[s["id"]], 1)})
             continue
         upstream = min((reach.get(n, total_items) for n in stage.needs), default=total_items)
-        sample_reached = max(ran + s["filtered"], 1) if stage.needs else max(sample_items, 1)
+        # what reached this stage in the sample: its upstreams' ok cells (a select upstream
+        # has already capped `upstream`, so its filtering must not be counted twice)
+        sample_reached = (max(min(sample_ok.get(n, sample_items) for n in stage.needs), 1)
+                          if stage.needs else max(sample_items, 1))
         frac = ran / sample_reached if sample_reached else 0.0
         items = upstream * frac
         reach[s["id"]] = upstream if not stage.when else items

@@ -46,6 +46,7 @@ class RunOptions:
     max_cost: float | None = None
     cache: bool = False
     replay: str | None = None
+    max_cost_overrides: bool = False   # resume --max-cost: replaces the stored spec's max_usd
 
     def as_args(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -194,11 +195,8 @@ def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None
     if resuming or opts.cache:
         from agentctl.llm.replay import CachingClient
 
-        models = sorted({r.model for r in build_routes(prep.spec.pipeline).values()})
-        if opts.mock:
-            models = ["mock"]
         _, by_hash, _ = queries.recorded_calls(prep.db_path, run_id if resuming and not opts.cache
-                                               else None, models=models)
+                                               else None, mock=opts.mock)
         return CachingClient(inner, by_hash)
     return inner
 
@@ -208,7 +206,8 @@ def make_budget(prep: "Prepared"):
     spec_budget = prep.spec.pipeline.budget
     max_usd = spec_budget.max_usd if spec_budget else None
     if prep.options.max_cost is not None:
-        max_usd = prep.options.max_cost if max_usd is None else min(max_usd, prep.options.max_cost)
+        max_usd = (prep.options.max_cost if max_usd is None or prep.options.max_cost_overrides
+                   else min(max_usd, prep.options.max_cost))
     per_item = spec_budget.per_item_usd if spec_budget else None
     if max_usd is None and per_item is None:
         return None
@@ -329,7 +328,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                       model=args.get("model"), mock=bool(run["mock"]) if mock is None else mock,
                       auto_approve=bool(args.get("auto_approve")),
                       dry_actions=bool(args.get("dry_actions")),
-                      max_cost=max_cost if max_cost is not None else args.get("max_cost"))
+                      max_cost=max_cost if max_cost is not None else args.get("max_cost"),
+                      max_cost_overrides=max_cost is not None)
     if opts.model:
         from agentctl.spec.loader import _override_models
 

@@ -3,7 +3,8 @@
 It replays a JSONL file of requests (the exact messages, response_format and params that
 agentctl sent in scenario A, read back from its run log) against the same fake server with
 the same concurrency (one asyncio.Semaphore), and prints one JSON line on stdout:
-calls, ok, errors, wall_s, and the CPU seconds spent importing litellm.
+calls, ok, errors, wall_s, per-call latency percentiles, and the CPU seconds spent importing
+litellm.
 
     python bench/bare_litellm.py REQUESTS.jsonl --concurrency 64
 """
@@ -32,6 +33,7 @@ def main() -> int:
     litellm.telemetry = False
     import_cpu_s = time.process_time() - cpu0
 
+    latencies: list[float] = []  # acompletion start -> return, ok calls, seconds
     with open(args.requests, encoding="utf-8") as fh:
         requests = [json.loads(line) for line in fh if line.strip()]
 
@@ -41,11 +43,13 @@ def main() -> int:
 
         async def one(req: dict) -> bool:
             async with sem:
+                t0 = time.perf_counter()
                 try:
                     resp = await litellm.acompletion(
                         model=req["model"], messages=req["messages"],
                         response_format=req.get("response_format"),
                         num_retries=0, max_retries=0, **req.get("params", {}))
+                    latencies.append(time.perf_counter() - t0)
                     json.loads(resp.choices[0].message.content)  # what any caller does next
                     return True
                 except Exception as exc:  # counted, not raised: the loop must finish
@@ -60,8 +64,16 @@ def main() -> int:
     wall_s = time.perf_counter() - t0
     print(json.dumps({"calls": len(requests), "ok": ok, "errors": len(errors),
                       "first_errors": errors[:3], "wall_s": round(wall_s, 3),
+                      "ok_latency_ms_p50": _pct(latencies, 0.5), "ok_latency_ms_p99": _pct(latencies, 0.99),
                       "import_cpu_s": round(import_cpu_s, 3)}), flush=True)
     return 0 if ok == len(requests) else 1
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ def _baseline(base: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"  {base['replayed_calls']} calls, ok {own.get('ok')}, errors {own.get('errors')}; loop "
         f"{own.get('wall_s')} s (efficiency {base['efficiency_loop']}), process wall {p['wall_s']:.2f} s "
         f"(efficiency {base['efficiency_process_wall']}); peak in-flight {base['server']['peak_in_flight']}",
+        f"  ok-call latency seen by the loop p50 {own.get('ok_latency_ms_p50')} ms, p99 "
+        f"{own.get('ok_latency_ms_p99')} ms",
         f"  CPU {p['cpu_user_s']:.2f} s user + {p['cpu_sys_s']:.2f} s sys = {p['cpu_ms_per_call']} ms per "
         f"call (`import litellm` alone: {own.get('import_cpu_s')} s); peak RSS {p['peak_rss_mb']} MB",
         f"  other processes on the machine used {base['other_load_cores']} cores meanwhile",

@@ -107,12 +107,7 @@ def test_replay_of_an_unknown_run_is_refused(llm, recorded):
 
 # --- --cache and resume -------------------------------------------------------------------
 
-CACHE_BUG = ("the cache filters logged calls on llm_calls.model IN (route model strings), but that "
-             "column holds the model the provider answered as ('gpt-4o-mini', not "
-             "'openai/gpt-4o-mini'), so real calls never hit")
 
-
-@pytest.mark.xfail(strict=True, reason=CACHE_BUG)
 def test_cache_answers_an_identical_run_without_requests(llm, db, recorded):
     spec, accounts, source = recorded
     sent = len(llm.requests)
@@ -162,7 +157,6 @@ def test_cache_never_serves_mock_answers_to_a_real_run(llm, tmp_path, db):
     assert not any(r["cache_hit"] for r in calls(db, first_line(res.stdout)))
 
 
-@pytest.mark.xfail(strict=True, reason=CACHE_BUG)
 def test_resume_reuses_answers_already_in_the_run(llm, db, recorded):
     """A crash after a call's row was flushed but before its cell's was: the resumed cell gets
     the logged answer (cache hit, no cost) instead of paying for the call again."""
@@ -227,8 +221,6 @@ def test_plan_projects_the_whole_input_from_a_sample(llm, tmp_path, db):
     assert run_status(db, doc["sample_run_id"]) == "completed"
 
 
-@pytest.mark.xfail(strict=True, reason="plan scales the stage after a select by the sample's "
-                   "filtered share again, though select's top K already capped it")
 def test_plan_caps_downstream_at_top_k_when_the_sample_is_larger(llm, tmp_path, db):
     spec = write_spec(tmp_path, llm.base_url, stages=default_stages(top=2))
     doc = plan_json(spec, write_accounts(tmp_path, 30), "--sample", "3")

@@ -116,14 +116,6 @@ class ModelCaller:
             alias = chain[route_index]
             req = request if alias == request.alias else self._reroute(request, self.routes[alias])
             est_tokens = _estimate_tokens(req)
-            if self.budget is not None:
-                try:
-                    self.budget.reserve(meta.get("item_key"), req, est_tokens)
-                except BudgetExceeded as exc:
-                    if exc.whole_run:
-                        self.stop(exc.message, status="budget_exceeded")
-                        raise RunStopped(exc.message) from None
-                    raise
             started_at = utcnow()
             resp: LLMResponse | None = None
             error: ProviderError | None = None
@@ -140,9 +132,9 @@ class ModelCaller:
                     started_at = utcnow()
                     try:
                         if self.stop_reason:  # the run stopped while this call waited for a slot
-                            if self.budget is not None:
-                                self.budget.settle(meta.get("item_key"), req, est_tokens, None)
                             raise RunStopped(self.stop_reason)
+                        # reserve only now: calls queued for a slot hold no money
+                        self._reserve(meta.get("item_key"), req, est_tokens)
                         resp = await self._send(req)
                     except ProviderError as exc:
                         error = exc
@@ -188,7 +180,10 @@ class ModelCaller:
                 raise error
             if not error.retryable:
                 raise error
-            if consecutive >= self.policy.fallback_after and route_index + 1 < len(chain):
+            # switch after `fallback_after` failures, or sooner when that would leave the
+            # fallback no attempt at all
+            switch_after = max(1, min(self.policy.fallback_after, self.policy.max_attempts - 1))
+            if consecutive >= switch_after and route_index + 1 < len(chain):
                 route_index += 1
                 consecutive = 0
             purpose = "retry"
@@ -197,6 +192,17 @@ class ModelCaller:
         raise RetryableProviderError(
             f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
             status=last_error.status, kind=last_error.kind)
+
+    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int) -> None:
+        if self.budget is None:
+            return
+        try:
+            self.budget.reserve(item_key, req, est_tokens)
+        except BudgetExceeded as exc:
+            if exc.whole_run:
+                self.stop(exc.message, status="budget_exceeded")
+                raise RunStopped(exc.message) from None
+            raise
 
     async def _send(self, req: LLMRequest) -> LLMResponse:
         timeout = req.params.get("timeout")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import time
 from typing import Any
+
+import httpx
 
 from agentctl.errors import (AuthError, BadRequest, ProviderError, QuotaExceeded, RateLimited,
                              RetryableProviderError)
@@ -93,6 +96,15 @@ def _parse_duration(text: str) -> float | None:
         return None
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from, outermost first (bounded)."""
+    out: list[BaseException] = []
+    while exc is not None and len(out) < 12:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
 def translate_error(exc: Exception, model: str) -> ProviderError:
     """Map a litellm/openai/httpx exception onto agentctl's provider errors."""
     litellm = load_litellm()
@@ -115,6 +127,12 @@ def translate_error(exc: Exception, model: str) -> ProviderError:
         return RateLimited(f"{model}: rate limited (429)", status=429, retry_after=retry_after)
     if isinstance(exc, litellm.Timeout) or "timed out" in low or "timeout" in type(exc).__name__.lower():
         return RetryableProviderError(f"{model}: request timed out", status=status, kind="Timeout")
+    causes = _causes(exc)
+    if any(isinstance(c, json.JSONDecodeError) for c in causes):
+        # litellm reports a body it cannot parse as a 500; the server sent no such status
+        return RetryableProviderError(f"{model}: unreadable reply: {short}", kind="MalformedReply")
+    if any(isinstance(c, (ConnectionError, httpx.TransportError)) for c in causes):
+        return RetryableProviderError(f"{model}: connection error: {short}", kind="ConnectionError")
     if isinstance(exc, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
             status is not None and status >= 500):
         return RetryableProviderError(f"{model}: server error {status or ''}".strip(),

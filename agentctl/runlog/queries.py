@@ -166,7 +166,9 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "tool_calls": sum(s["tool_calls"] for s in stage_list),
         "input_tokens": sum(s["input_tokens"] for s in stage_list),
         "output_tokens": sum(s["output_tokens"] for s in stage_list),
-        "cost_usd": round(sum(s["cost_usd"] or 0 for s in stage_list), 6),
+        "cost_usd": (None if all(s["cost_usd"] is None for s in stage_list)
+                     and any(s["unpriced_calls"] for s in stage_list)
+                     else round(sum(s["cost_usd"] or 0 for s in stage_list), 6)),
         "unpriced_calls": sum(s["unpriced_calls"] for s in stage_list),
     }
     return {
@@ -323,7 +325,7 @@ def decide_actions(path: Path, run_id: str, keys: list[str], *, decision: str, b
 
 
 def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] | None = None,
-                   with_requests: bool = False, limit: int = 200_000):
+                   mock: bool | None = None, with_requests: bool = False, limit: int = 200_000):
     """Successful calls as (request_hash -> response) — the response cache — and, for replay,
     the recorded requests per (item, stage) to explain a miss."""
     where, params = ["status = 'ok'", "request_hash IS NOT NULL"], []
@@ -335,6 +337,9 @@ def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] |
     if models:
         where.append(f"model IN ({', '.join('?' for _ in models)})")
         params.extend(models)
+    if mock is not None:  # mock answers never serve real runs, nor real answers mock runs
+        where.append("run_id IN (SELECT run_id FROM runs WHERE mock = ?)")
+        params.append(mock)
     cols = "request_hash, response, model" + (", item_key, stage_id, request" if with_requests else "")
     with store.connect(path, read_only=True) as con:
         if not store.has_schema(con):
