@@ -29,8 +29,12 @@ class Budget:
     _holds: dict[int, float] = field(default_factory=dict)
 
     def _estimate(self, req: Any, est_tokens: int) -> float:
+        """Worst case: the prompt (about 4 characters a token) plus a full reply."""
+        prompt = sum(len(str(m.get("content") or "")) for m in req.messages) // 4
+        if req.tools:
+            prompt += sum(len(str(t)) for t in req.tools) // 4
         out = int(req.params.get("max_tokens") or DEFAULT_OUTPUT_TOKENS)
-        cost = self.price(req, max(est_tokens - out, 0), out)
+        cost = self.price(req, prompt, out)
         return cost or 0.0
 
     def reserve(self, item_key: str | None, req: Any, est_tokens: int) -> None:
