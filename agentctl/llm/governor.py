@@ -24,9 +24,10 @@ from agentctl.errors import ProviderError, RateLimited
 from agentctl.llm.limiter import PriorityLimiter
 
 
-WINDOW = 20              # replies remembered per lane
-MIN_SAMPLES = 5          # before that, one 429 says little
-SATURATION_SHARE = 0.3   # this share of 429s means the provider is pushing back
+WINDOW = 40              # replies remembered per lane
+MIN_SAMPLES = 10         # before that, a few 429s say little
+SATURATION_SHARE = 0.5   # half the replies are 429s: the provider is pushing back, not noisy
+# (with 10% random 429s, 20 of 40 happens with probability ~1e-9: noise never cuts)
 
 
 @dataclass
