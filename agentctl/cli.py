@@ -394,7 +394,21 @@ def main() -> None:
     try:
         app(prog_name="agentctl")
     except KeyboardInterrupt:
-        sys.exit(130)
+        code: object = 130
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    if "litellm" in sys.modules:
+        # Tearing down litellm's module graph takes ~1 s and does nothing we need: the run
+        # log and the HTTP clients are closed by now. Run atexit hooks, flush, leave.
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 from importlib import metadata
 from typing import Any
@@ -32,12 +33,25 @@ def environment() -> dict[str, Any]:
             "git": (sha or "?") + (" + uncommitted changes in agentctl/" if dirty else "")}
 
 
+def _cpu_ratio(a: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+    if not (a and base and base["process"]["cpu_ms_per_call"] and a["process"]["cpu_ms_per_call"]):
+        return None
+    return round(a["process"]["cpu_ms_per_call"] / base["process"]["cpu_ms_per_call"], 3)
+
+
 def derive(r: dict[str, Any]) -> dict[str, Any]:
-    """Cross-scenario figures: the CPU ratio and B's slowdown."""
+    """Cross-scenario figures: the CPU ratio (median over repeats) and B's slowdown."""
     a, base, b = r.get("a"), r.get("baseline"), r.get("b")
     out: dict[str, Any] = {}
-    if a and base and base["process"]["cpu_ms_per_call"] and a["process"]["cpu_ms_per_call"]:
-        out["cpu_ratio"] = round(a["process"]["cpu_ms_per_call"] / base["process"]["cpu_ms_per_call"], 3)
+    pairs = r.get("repeats") or [{"a": a, "baseline": base}]
+    ratios = [x for x in (_cpu_ratio(p["a"], p["baseline"]) for p in pairs) if x is not None]
+    if len(pairs) > 1:
+        out["cpu_ratio_runs"] = ratios
+        out["efficiency_run_runs"] = [p["a"]["efficiency_run"] for p in pairs]
+        out["a_wall_runs"] = [p["a"]["process"]["wall_s"] for p in pairs]
+    if ratios:
+        out["cpu_ratio"] = round(statistics.median(ratios), 3)
+    if a and base and a["process"]["cpu_ms_per_call"]:
         imp = base["script"].get("import_cpu_s")
         if imp is not None and a["server"]["requests"] and base["replayed_calls"]:
             # both processes import litellm once; without it the per-call cost stands out more
@@ -46,7 +60,8 @@ def derive(r: dict[str, Any]) -> dict[str, Any]:
             out["cpu_ms_per_call_without_litellm_import"] = {
                 "agentctl": round(a_ms, 3), "bare": round(b_ms, 3), "ratio": round(a_ms / b_ms, 3)}
     if a and b and a.get("run_id") and b.get("run_id"):
-        out["b_over_a"] = round(b["process"]["wall_s"] / a["process"]["wall_s"], 3)
+        a_wall = statistics.median(out.get("a_wall_runs") or [a["process"]["wall_s"]])
+        out["b_over_a"] = round(b["process"]["wall_s"] / a_wall, 3)
         out["b_stopped"] = b["process"]["timed_out"]
     return out
 
@@ -156,6 +171,10 @@ def render(r: dict[str, Any], *, out: str) -> str:
         lines += _scenario("Scenario A: fault-free", r["a"], cfg, env["cpus"])
     if r.get("baseline"):
         lines += _baseline(r["baseline"], d)
+    if d.get("cpu_ratio_runs"):
+        lines += [f"Repeats of A + baseline: efficiency (run) {d['efficiency_run_runs']}, A wall "
+                  f"{d['a_wall_runs']} s, CPU ratio {d['cpu_ratio_runs']}; the table uses medians "
+                  "(details above: the median A run)", ""]
     if r.get("b"):
         lines += _scenario("Scenario B: faults " + _fmt(r["faults_b"]), r["b"], cfg, env["cpus"])
     rows = r["targets"]

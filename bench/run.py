@@ -6,7 +6,7 @@ Baseline     the same requests (read back from A's run log) sent by a bare
              `litellm.acompletion` loop with one asyncio.Semaphore(C): litellm's own cost.
 Scenario B   A again against a server that injects 10% 429, 5% 500, 2% hangs, 2% malformed.
 
-    python bench/run.py                 # full: N=1000, latency 1.0 s, concurrency 64
+    python bench/run.py                 # full: N=1000, latency 1.0 s, concurrency 64, A+baseline x2
     python bench/run.py --quick         # N=200, latency 0.2 s: a sanity check
     python bench/run.py --n 500 --latency 0.5 --concurrency 32 --scenarios a,baseline
 
@@ -38,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 MODEL = "openai/gpt-4o-mini"
 FAULTS_B = {"429": 0.10, "500": 0.05, "hang": 0.02, "malformed": 0.02}  # 429s carry Retry-After: 1
 SCENARIOS = ("a", "baseline", "b")
-B_CUTOFF = 4.0  # B is interrupted (Ctrl-C) once it has run this many times A's wall clock
+B_CUTOFF = 3.0  # B is interrupted (Ctrl-C) once it has run this many times A's wall clock
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Config:
     out: str
     keep: bool
     strict: bool
+    repeat: int
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -67,18 +68,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--out", default=str(BENCH / "results.json"), help="where to write the results JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (run logs, specs, stdout/stderr)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    p.add_argument("--repeat", type=int,
+                   help="run A and the baseline this many times, alternating; verdicts use medians "
+                        "(default 2; 1 with --quick)")
     a = p.parse_args(argv)
     n = a.n or (200 if a.quick else 1000)
     latency = a.latency if a.latency is not None else (0.2 if a.quick else 1.0)
     scenarios = tuple(s.strip().lower() for s in a.scenarios.split(",") if s.strip())
     if any(s not in SCENARIOS for s in scenarios) or ("baseline" in scenarios and "a" not in scenarios):
         p.error(f"--scenarios takes a, baseline, b (baseline needs a); got {a.scenarios!r}")
-    if n < 1 or latency <= 0 or a.concurrency < 1:
-        p.error("--n, --latency and --concurrency must be positive")
+    repeat = a.repeat or (1 if a.quick else 2)
+    if n < 1 or latency <= 0 or a.concurrency < 1 or repeat < 1:
+        p.error("--n, --latency, --concurrency and --repeat must be positive")
     mode = "quick" if a.quick else ("full" if a.n is None and a.latency is None else "custom")
     return Config(mode=mode, n=n, latency=latency, concurrency=a.concurrency,
                   timeout=a.timeout or round(5 * latency, 3), seed=a.seed, scenarios=scenarios,
-                  out=a.out, keep=a.keep, strict=a.strict)
+                  out=a.out, keep=a.keep, strict=a.strict, repeat=repeat)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -234,14 +239,15 @@ def run_pipeline(name: str, cfg: Config, server: FakeServer, spec: Path, account
     return out, db
 
 
-def run_baseline(cfg: Config, server: FakeServer, a_db: Path, a_run_id: str, work: Path) -> dict[str, Any]:
-    requests = work / "baseline-requests.jsonl"
+def run_baseline(cfg: Config, server: FakeServer, a_db: Path, a_run_id: str, work: Path,
+                 name: str) -> dict[str, Any]:
+    requests = work / f"{name}-requests.jsonl"
     calls = export_requests(a_db, a_run_id, requests)
     server.reset()
     srv0, busy0 = server.cpu_s(), machine_busy_s()
     m = run_measured([PY, str(BENCH / "bare_litellm.py"), str(requests),
                       "--concurrency", str(cfg.concurrency)],
-                     cwd=work, timeout=child_timeout(cfg, calls), out_dir=work, name="baseline")
+                     cwd=work, timeout=child_timeout(cfg, calls), out_dir=work, name=name)
     stats = server.stats()
     srv1, busy1 = server.cpu_s(), machine_busy_s()
     try:
@@ -270,18 +276,30 @@ def run_all(cfg: Config, work: Path) -> dict[str, Any]:
         with FakeServer(latency=cfg.latency, seed=cfg.seed, log_path=work / "server-a.log") as srv:
             spec = work / "pipeline-a.yaml"
             stages = write_spec(spec, srv.api_base, cfg.timeout)
-            say(f"scenario A: {cfg.n} accounts x {stages} stages, concurrency {cfg.concurrency} ...")
-            results["a"], a_db = run_pipeline("a", cfg, srv, spec, accounts, stages, work,
-                                              timeout=child_timeout(cfg, cfg.n * stages))
-            if "baseline" in cfg.scenarios and results["a"]["run_id"]:
-                say("baseline: bare litellm loop replaying A's requests ...")
-                results["baseline"] = run_baseline(cfg, srv, a_db, results["a"]["run_id"], work)
+            pairs = []
+            for i in range(1, cfg.repeat + 1):
+                of = f" ({i}/{cfg.repeat})" if cfg.repeat > 1 else ""
+                say(f"scenario A{of}: {cfg.n} accounts x {stages} stages, concurrency {cfg.concurrency} ...")
+                a, a_db = run_pipeline(f"a{i}", cfg, srv, spec, accounts, stages, work,
+                                       timeout=child_timeout(cfg, cfg.n * stages))
+                base = None
+                if "baseline" in cfg.scenarios and a["run_id"]:
+                    say(f"baseline{of}: bare litellm loop replaying A's requests ...")
+                    base = run_baseline(cfg, srv, a_db, a["run_id"], work, name=f"baseline{i}")
+                pairs.append({"a": a, "baseline": base})
+            # the details shown are those of the median A run (the lower one of an even count)
+            shown = sorted(pairs, key=lambda p: p["a"]["efficiency_run"] or 0)[(len(pairs) - 1) // 2]
+            results["a"] = shown["a"]
+            if shown["baseline"]:
+                results["baseline"] = shown["baseline"]
+            if len(pairs) > 1:
+                results["repeats"] = pairs
     if "b" in cfg.scenarios:
         with FakeServer(latency=cfg.latency, seed=cfg.seed, faults=FAULTS_B,
                         log_path=work / "server-b.log") as srv:
             spec = work / "pipeline-b.yaml"
             stages = write_spec(spec, srv.api_base, cfg.timeout)
-            a_wall = results.get("a", {}).get("process", {}).get("wall_s")
+            a_wall = results.get("a", {}).get("process", {}).get("wall_s")  # the median A run
             limit = max(60.0, B_CUTOFF * a_wall) if a_wall else child_timeout(cfg, 2 * cfg.n * stages)
             say(f"scenario B: fault mix {FAULTS_B} (stopped after {limit:.0f} s) ...")
             results["b"], _ = run_pipeline("b", cfg, srv, spec, accounts, stages, work, timeout=limit)

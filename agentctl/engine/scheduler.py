@@ -23,6 +23,7 @@ from agentctl.runlog.writer import utcnow
 from agentctl.spec.templates import eval_condition
 
 FINAL = {"ok", "failed", "skipped", "filtered"}
+TAIL_ROUNDS = 4  # the tail: input exhausted and at most this many rounds of cells per stage left
 REUSABLE = FINAL | {"awaiting_approval"}  # prior cells a resumed run keeps as they are
 
 
@@ -131,6 +132,9 @@ class Engine:
         self.max_active_items = max_active_items
         self.default_approval = default_approval or (lambda plan: "required")
         self.barriers = {p.id: SelectBarrier(p) for p in plans if p.kind == "select"}
+        self.draining = False  # every input row has been admitted
+        self.cells_total = 0    # cells of the admitted accounts
+        self.cells_done = 0
         for p in plans:
             progress.add_stage(p.id, p.kind)
 
@@ -162,6 +166,7 @@ class Engine:
                 seq += 1
                 if seq % 64 == 0:
                     await asyncio.sleep(0)  # let running cells breathe while reading input
+            self.draining = True
             for b in self.barriers.values():
                 b.set_total(seq)
             if self.stop_reason:
@@ -176,6 +181,16 @@ class Engine:
             raise
 
     async def _run_item(self, seq: int, key: str, row: dict, admission: asyncio.Semaphore) -> None:
+        self.cells_total += len(self.plans)
+        await self._run_item_cells(seq, key, row, admission)
+
+    def _in_tail(self) -> bool:
+        """All input is admitted and what is left is a few rounds of work for the slots: from
+        here on, the order of the stages decides how long the run's serial tail is."""
+        left = self.cells_total - self.cells_done
+        return self.draining and left <= TAIL_ROUNDS * self.caller.limiter.limit * len(self.plans)
+
+    async def _run_item_cells(self, seq: int, key: str, row: dict, admission: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
         futures = {p.id: loop.create_future() for p in self.plans}
         before_barrier = sum(1 for p in self.plans if not p.after_barrier)
@@ -197,6 +212,7 @@ class Engine:
                     if before_barrier == 0 and not released:
                         released = True
                         admission.release()
+            self.cells_done += 1
             futures[plan.id].set_result(result)
 
         try:
@@ -278,7 +294,10 @@ class Engine:
                 approval=plan.approval or self.default_approval(plan),
                 meta={"run_id": self.run_id, "item_key": key, "stage_id": plan.id,
                       "agent": plan.agent, "account": row, "price": plan.route.price})  # type: ignore[union-attr]
-            priority = -plan.depth * 1e9 + seq
+            # The deepest stage goes first (results early, memory flat), except in the tail:
+            # there the stage with the most work left after it goes first (Hu's rule for
+            # chains), so the run does not end on a serial research -> score -> write tail.
+            priority = (plan.depth if self._in_tail() else -plan.depth) * 1e9 + seq
             output = await run_agent(task, caller=self.caller, usage=usage, tools=self.tools,
                                      priority=priority)
             result = CellResult("ok", output)

@@ -24,10 +24,10 @@ from agentctl.errors import ProviderError, RateLimited
 from agentctl.llm.limiter import PriorityLimiter
 
 
-WINDOW = 40              # replies remembered per lane
+WINDOW = 40              # replies remembered per lane (at least two rounds of its concurrency)
 MIN_SAMPLES = 10         # before that, a few 429s say little
-SATURATION_SHARE = 0.5   # half the replies are 429s: the provider is pushing back, not noisy
-# (with 10% random 429s, 20 of 40 happens with probability ~1e-9: noise never cuts)
+SATURATION_SHARE = 0.4   # this share of 429s means the provider is pushing back, not noisy
+# (with 10% random 429s, 16 of 40 happens with probability ~3e-5: noise practically never cuts)
 
 
 @dataclass
@@ -48,8 +48,10 @@ class Lane:
     recent: "deque[bool]" = field(default_factory=lambda: deque(maxlen=WINDOW))  # True = 429
 
     def saturated(self) -> bool:
-        """429s make up a large share of the recent replies."""
-        return (len(self.recent) >= MIN_SAMPLES
+        """429s make up a large share of the recent replies, judged over at least one round of
+        the lane's concurrency (each false cut halves a healthy lane)."""
+        needed = min(self.recent.maxlen or WINDOW, max(MIN_SAMPLES, self.limiter.limit))
+        return (len(self.recent) >= needed
                 and sum(self.recent) / len(self.recent) >= SATURATION_SHARE)
 
     async def wait_turn(self, est_tokens: int) -> None:
@@ -83,10 +85,11 @@ class RateGovernor:
                 continue
             limit = limits.get(key)
             conc = getattr(limit, "concurrency", None)
+            ceiling = conc or default_concurrency
             self.lanes[key] = Lane(
-                key=key, limiter=PriorityLimiter(conc or default_concurrency),
-                adaptive=limit is None, ceiling=conc or default_concurrency,
-                rpm=getattr(limit, "rpm", None), tpm=getattr(limit, "tpm", None))
+                key=key, limiter=PriorityLimiter(ceiling), adaptive=limit is None, ceiling=ceiling,
+                rpm=getattr(limit, "rpm", None), tpm=getattr(limit, "tpm", None),
+                recent=deque(maxlen=max(WINDOW, 2 * ceiling)))
 
     def lane(self, alias: str) -> Lane:
         return self.lanes[self.lane_of.get(alias, alias)]

@@ -196,6 +196,9 @@ class LiteLLMClient:
         price = request.meta.get("price")
         if price is not None:
             return (in_tok * price["input_per_mtok"] + out_tok * price["output_per_mtok"]) / 1e6
+        hidden = getattr(resp, "_hidden_params", None) or {}
+        if hidden.get("response_cost") is not None:  # litellm priced this reply already
+            return float(hidden["response_cost"])
         return price_of(request.model, in_tok, out_tok)
 
     async def aclose(self) -> None:

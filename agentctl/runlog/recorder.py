@@ -21,7 +21,7 @@ def os_user() -> str:
 
 
 class RunRecorder:
-    def __init__(self, path: Path, run_id: str, *, interval: float = 0.5):
+    def __init__(self, path: Path, run_id: str, *, interval: float = 1.0):
         self.path = path
         self.run_id = run_id
         self.writer = LogWriter(path, interval=interval, on_flush=None)
@@ -54,7 +54,7 @@ class RunRecorder:
         self.writer.flush()
 
     def heartbeat(self, totals: dict) -> None:
-        self.writer.execute("UPDATE runs SET heartbeat_at = ?, totals = ? WHERE run_id = ?",
+        self.writer.execute_latest("heartbeat", "UPDATE runs SET heartbeat_at = ?, totals = ? WHERE run_id = ?",
                             [utcnow(), json.dumps(totals), self.run_id])
 
     def finish_run(self, status: str, totals: dict, error: str | None = None) -> None:

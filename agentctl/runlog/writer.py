@@ -74,10 +74,11 @@ def _default(o: Any) -> Any:
 class _Batch:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     statements: list[tuple[str, list]] = field(default_factory=list)
+    latest: dict[str, tuple[str, list]] = field(default_factory=dict)  # key -> newest statement
     waiters: list[threading.Event] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not self.rows and not self.statements
+        return not self.rows and not self.statements and not self.latest
 
 
 class LogWriter:
@@ -112,6 +113,12 @@ class LogWriter:
         """Queue a statement (e.g. an UPDATE of the run row); runs in order with the rows."""
         self._raise_if_failed()
         self._q.put(("sql", sql, params or []))
+
+    def execute_latest(self, key: str, sql: str, params: list | None = None) -> None:
+        """Queue a statement that only matters in its newest version (a heartbeat): it rides
+        with the next flush instead of forcing one, and replaces an unflushed older one."""
+        self._raise_if_failed()
+        self._q.put(("latest", key, (sql, params or [])))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything queued so far is in the database."""
@@ -155,6 +162,8 @@ class LogWriter:
                     self._write(batch)
                     batch = _Batch(statements=[(a, b)])
                     count = 0
+                elif kind == "latest":
+                    batch.latest[a] = b
                 elif kind == "flush":
                     batch.waiters.append(a)
                     next_flush = 0
@@ -186,7 +195,7 @@ class LogWriter:
                 con.execute("BEGIN")
                 for table, rows in batch.rows.items():
                     files.append(self._load(con, table, rows))
-                for sql, params in batch.statements:
+                for sql, params in [*batch.latest.values(), *batch.statements]:
                     con.execute(sql, params)
                 con.execute("COMMIT")
             self.flushes += 1
