@@ -323,30 +323,27 @@ _SEL = dict(
 )
 
 
-@app.command()
-def approve(
-    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
-    all_: bool = _SEL["all_"], items: Optional[str] = _SEL["items"],
-    where: Optional[str] = _SEL["where"], action: Optional[str] = _SEL["action"],
-    by: Optional[str] = _SEL["by"], note: Optional[str] = _SEL["note"],
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
-) -> None:
-    """Approve pending actions; `agentctl resume RUN_ID` then executes them exactly once."""
-    _decide("approved", run_id, all_, items, where, action, by, note, db, as_json)
+def _decision_command(decision: str, doc: str):
+    """`approve` and `reject` take the same selectors; one definition serves both."""
+
+    def command(
+        run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
+        all_: bool = _SEL["all_"], items: Optional[str] = _SEL["items"],
+        where: Optional[str] = _SEL["where"], action: Optional[str] = _SEL["action"],
+        by: Optional[str] = _SEL["by"], note: Optional[str] = _SEL["note"],
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    ) -> None:
+        _decide(decision, run_id, all_, items, where, action, by, note, db, as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def reject(
-    run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
-    all_: bool = _SEL["all_"], items: Optional[str] = _SEL["items"],
-    where: Optional[str] = _SEL["where"], action: Optional[str] = _SEL["action"],
-    by: Optional[str] = _SEL["by"], note: Optional[str] = _SEL["note"],
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
-) -> None:
-    """Reject pending actions; they are never executed."""
-    _decide("rejected", run_id, all_, items, where, action, by, note, db, as_json)
+app.command(name="approve")(_decision_command(
+    "approved", "Approve pending actions; `agentctl resume RUN_ID` then executes them exactly once."))
+app.command(name="reject")(_decision_command(
+    "rejected", "Reject pending actions; they are never executed."))
 
 
 @app.command()
