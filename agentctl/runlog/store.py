@@ -2,7 +2,7 @@
 
 DuckDB lets one process write a file, and while it holds the file no other process can open
 it, not even read-only. So nobody holds it for long: the run's writer opens a connection only
-to flush a batch (tens of milliseconds) and closes it; readers (`runs`, `inspect`, a second
+to flush a batch (tens of milliseconds, about once a second) and closes it; readers (`runs`, `inspect`, a second
 `run`) open, query and close. Whoever finds the file locked waits and tries again, with a
 bounded, jittered backoff. That is what lets cron jobs, people and live runs share one file.
 """
