@@ -7,11 +7,9 @@ run row) and then `execute` (which owns the event loop, signals and the run's fi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -555,11 +553,3 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
                            "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
                            "started_at": None, "ended_at": None, "duration_ms": 0.0})
     return prior
-
-
-def emit_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, default=str)
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -78,9 +78,6 @@ class ToolExecutor:
     def side_effect_names(self, agent: str) -> set[str]:
         return {n for n, t in self._granted.get(agent, {}).items() if t.side_effects}
 
-    def holds_side_effects(self, agent: str) -> bool:
-        return bool(self.side_effect_names(agent))
-
     async def run(self, calls: list[ToolCallRequest], *, agent: str, stage_id: str,
                   item_key: str, llm_call_id: str | None, approval: str,
                   meta: dict | None = None) -> list[str]:

@@ -230,17 +230,6 @@ def _iso(v):
     return v.isoformat(sep=" ", timespec="seconds") if v is not None else None
 
 
-def load_run_for_resume(path: Path, run_id: str) -> tuple[dict[str, Any], dict[tuple[str, str], dict]]:
-    """The stored run row and its final cells, keyed by (item, stage)."""
-    with store.connect(path, read_only=True) as con:
-        run_id = resolve_run_id(con, run_id)
-        run = get_run(con, run_id)
-        cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type "
-                           "FROM cells WHERE run_id = ?", [run_id])
-    prior = {(c["item_key"], c["stage_id"]): {**c, "output": _json(c["output"])} for c in cells}
-    return run, prior
-
-
 def looks_dead(run: dict[str, Any], stale_s: float = 30.0) -> bool:
     """A `running` run whose process is gone (crash, SIGKILL) or stopped heartbeating."""
     import os

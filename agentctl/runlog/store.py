@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from agentctl.errors import ConfigError, RunLogError
 from agentctl.runlog.schema import MIGRATIONS
@@ -59,7 +59,7 @@ def _check_file(path: Path, *, for_write: bool) -> None:
 
 
 @contextlib.contextmanager
-def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
+def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None) -> Iterator[Any]:
     """Open the run log, waiting (bounded) while another process holds it."""
     import duckdb
 
