@@ -94,7 +94,7 @@ def prepare_run(opts: RunOptions) -> Prepared:
     accounts = AccountsFile(opts.accounts, spec.pipeline.input, limit=opts.limit)
     summary = accounts.validate()
     db_path = store.resolve_db_path(opts.db)
-    store._check_file(db_path, for_write=True)
+    store.check_file(db_path, for_write=True)
     if opts.max_cost is not None and opts.max_cost <= 0:
         raise ConfigError("--max-cost must be a positive amount of USD")
     if opts.replay and opts.mock:
@@ -418,12 +418,10 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         from agentctl.tools.registry import ToolRegistry
 
         registry = ToolRegistry([])
-    executor = None
-    if registry is not None:
-        executor = ToolExecutor(registry, {a: ag.tools for a, ag in spec.pipeline.agents.items()},
-                                run_id=run_id, record_tool_call=recorder.tool_call, ledger=ledger,
-                                on_tool_call=lambda: setattr(progress, "tool_calls",
-                                                             progress.tool_calls + 1))
+    executor = ToolExecutor(registry, {a: ag.tools for a, ag in spec.pipeline.agents.items()},
+                            run_id=run_id, record_tool_call=recorder.tool_call, ledger=ledger,
+                            on_tool_call=lambda: setattr(progress, "tool_calls",
+                                                         progress.tool_calls + 1))
     forced = approval_mode(opts)
 
     def stage_approval(plan: StagePlan) -> str:
@@ -434,19 +432,18 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         return "required"
 
     def mock_tool_args(name: str, parameters: dict, account: dict):
-        tool = registry.get(name) if registry is not None else None
+        tool = registry.get(name)
         fn = getattr(tool, "mock_args", None)
         return fn(account) if fn else None
 
     client = make_client(prep, run_id=run_id, resuming=resume is not None, tool_args=mock_tool_args)
     from agentctl.llm.governor import RateGovernor
 
-    governor = RateGovernor(spec.pipeline.limits, build_routes(spec.pipeline),
-                            default_concurrency=prep.concurrency)
+    routes = build_routes(spec.pipeline)
+    governor = RateGovernor(spec.pipeline.limits, routes, default_concurrency=prep.concurrency)
     limiter = PriorityLimiter(prep.concurrency)
     stage_limiters = {p.id: PriorityLimiter(p.stage.concurrency) for p in prep.plans
                       if p.kind == "agent" and p.stage.concurrency}
-    routes = build_routes(spec.pipeline)
     caller = ModelCaller(
         client=client, record=recorder.llm_call, run_id=run_id, limiter=limiter,
         stage_limiters=stage_limiters,
@@ -454,7 +451,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         routes=routes, fallbacks={a: m.fallbacks for a, m in spec.pipeline.models.items()},
         governor=governor, budget=make_budget(prep), on_usage=progress.usage)
     prior = dict(resume.prior) if resume else None
-    if resume is not None and executor is not None:
+    if resume is not None:
         prior = await settle_approved_actions(resume, executor, registry, ledger, prior, recorder)
     engine = Engine(prep.plans, run_id=run_id, pipeline_name=spec.pipeline.name,
                     key_column=spec.pipeline.input.key, caller=caller,

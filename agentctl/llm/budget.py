@@ -30,11 +30,8 @@ class Budget:
 
     def _estimate(self, req: Any, est_tokens: int) -> float:
         """Worst case: the prompt (about 4 characters a token) plus a full reply."""
-        prompt = sum(len(str(m.get("content") or "")) for m in req.messages) // 4
-        if req.tools:
-            prompt += sum(len(str(t)) for t in req.tools) // 4
         out = int(req.params.get("max_tokens") or DEFAULT_OUTPUT_TOKENS)
-        cost = self.price(req, prompt, out)
+        cost = self.price(req, req.prompt_tokens(), out)
         return cost or 0.0
 
     def reserve(self, item_key: str | None, req: Any, est_tokens: int) -> None:

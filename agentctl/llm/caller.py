@@ -261,7 +261,4 @@ class ModelCaller:
 
 
 def _estimate_tokens(req: LLMRequest) -> int:
-    chars = sum(len(str(m.get("content") or "")) for m in req.messages)
-    if req.tools:
-        chars += sum(len(str(t)) for t in req.tools)
-    return chars // 4 + int(req.params.get("max_tokens") or 256)
+    return req.prompt_tokens() + int(req.params.get("max_tokens") or 256)

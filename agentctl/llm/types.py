@@ -22,10 +22,21 @@ class LLMRequest:
     response_format: dict[str, Any] | None = None          # {"type": "json_schema", "json_schema": {...}}
     tools: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)     # run_id, item_key, stage_id, agent, account
+    _key: str | None = field(default=None, repr=False, compare=False)
+
+    def prompt_tokens(self) -> int:
+        """A cheap estimate (about 4 characters a token) of what the prompt and tools cost."""
+        chars = sum(len(str(m.get("content") or "")) for m in self.messages)
+        if self.tools:
+            chars += sum(len(str(t)) for t in self.tools)
+        return chars // 4
 
     def cache_key(self) -> str:
         """Content address of what the model is asked: model, messages, parameters that change
-        the answer, output schema and tools (not timeouts or endpoints)."""
+        the answer, output schema and tools (not timeouts or endpoints). Computed once: the
+        cache, replay and the log row all ask for it."""
+        if self._key is not None:
+            return self._key
         import hashlib
         import json
 
@@ -33,7 +44,8 @@ class LLMRequest:
         doc = {"model": self.model, "messages": self.messages, "params": params,
                "response_format": self.response_format, "tools": self.tools}
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        self._key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        return self._key
 
     def loggable(self) -> dict[str, Any]:
         """The request as stored in the run log: never API keys or headers."""

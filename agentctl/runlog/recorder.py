@@ -24,7 +24,7 @@ class RunRecorder:
     def __init__(self, path: Path, run_id: str, *, interval: float = 1.0):
         self.path = path
         self.run_id = run_id
-        self.writer = LogWriter(path, interval=interval, on_flush=None)
+        self.writer = LogWriter(path, interval=interval)
 
     def open(self) -> "RunRecorder":
         self.writer.start()

@@ -37,7 +37,7 @@ def _is_lock_error(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text or "lock on file" in text
 
 
-def _check_file(path: Path, *, for_write: bool) -> None:
+def check_file(path: Path, *, for_write: bool) -> None:
     if path.is_dir():
         raise ConfigError(f"run log {path} is a directory; pass a file path with --db or AGENTCTL_DB")
     if path.exists():
@@ -63,7 +63,7 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
     """Open the run log, waiting (bounded) while another process holds it."""
     import duckdb
 
-    _check_file(path, for_write=not read_only)
+    check_file(path, for_write=not read_only)
     if read_only and not path.exists():
         raise ConfigError(f"no run log at {path}; run a pipeline first or pass --db / AGENTCTL_DB")
     deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)

@@ -85,12 +85,10 @@ class LogWriter:
     """Thread-backed batched writer. Call ``start()``, ``add()``/``execute()`` from anywhere,
     ``flush()`` to force a durable write, ``close()`` at the end (flushes)."""
 
-    def __init__(self, path: Path, *, interval: float = 0.5, max_rows: int = 2000,
-                 on_flush: "callable | None" = None):
+    def __init__(self, path: Path, *, interval: float = 0.5, max_rows: int = 2000):
         self.path = path
         self.interval = interval
         self.max_rows = max_rows
-        self.on_flush = on_flush
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -206,8 +204,6 @@ class LogWriter:
                     os.remove(f)
                 except OSError:
                     pass
-        if self.on_flush:
-            self.on_flush()
 
     def _load(self, con, table: str, rows: list[dict]) -> str:
         cols = COLUMNS[table]
