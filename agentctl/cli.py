@@ -27,6 +27,10 @@ err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 _state = {"verbose": False}
 
 DB_HELP = "Run log file (default ./agentctl.duckdb; env AGENTCTL_DB)."
+AUTO_HELP = ("Run side-effect actions without waiting for approval, whatever the spec's "
+             "`approval:` says (trusted pipelines).")
+DRY_HELP = ("Record side-effect actions without executing them, whatever the spec's "
+            "`approval:` says.")
 
 
 def _debug() -> bool:
@@ -72,8 +76,8 @@ def run(
     model: Optional[str] = typer.Option(None, "--model", help="Override every model in the spec, e.g. ollama/llama3.1."),
     mock: bool = typer.Option(False, "--mock", help="Offline deterministic mock model: no keys, no cost."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
-    auto_approve: bool = typer.Option(False, "--auto-approve", help="Run side-effect actions without waiting for approval (trusted pipelines)."),
-    dry_actions: bool = typer.Option(False, "--dry-actions", help="Record side-effect actions without executing them."),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help=AUTO_HELP),
+    dry_actions: bool = typer.Option(False, "--dry-actions", help=DRY_HELP),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop scheduling when spending would pass this many USD (exit 4)."),
     cache: bool = typer.Option(False, "--cache", help="Reuse answers to identical requests from the run log (zero cost)."),
     replay: Optional[str] = typer.Option(None, "--replay", help="Serve every LLM answer from a recorded run (deterministic, zero cost)."),
@@ -220,12 +224,16 @@ def resume(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="A new spending limit in USD for the rest of the run."),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help=AUTO_HELP),
+    dry_actions: bool = typer.Option(False, "--dry-actions", help=DRY_HELP),
 ) -> None:
     """Continue an interrupted or crashed run, and execute approved actions exactly once.
 
     Finished cells are kept, unfinished ones run; the spec and input stored with the run are
-    used. Approved actions run once; rejected ones are recorded as such."""
-    _continue(run_id, db, as_json, max_cost=max_cost)
+    used. Approved actions run once; rejected ones are recorded as such. The run's own
+    --auto-approve/--dry-actions still hold unless given again here."""
+    _continue(run_id, db, as_json, max_cost=max_cost, auto_approve=auto_approve,
+              dry_actions=dry_actions)
 
 
 @app.command()
@@ -235,20 +243,25 @@ def retry(
     failed: bool = typer.Option(True, "--failed/--not-ok", help="Re-run failed cells (default), or every cell that is not ok."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help=AUTO_HELP),
+    dry_actions: bool = typer.Option(False, "--dry-actions", help=DRY_HELP),
 ) -> None:
     """Re-run failed cells and what depends on them, inside the same run (earlier attempts stay in the log)."""
-    _continue(run_id, db, as_json, retry_failed=failed, retry_stage=stage, retrying=True)
+    _continue(run_id, db, as_json, retry_failed=failed, retry_stage=stage, retrying=True,
+              auto_approve=auto_approve, dry_actions=dry_actions)
 
 
 def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool = False,
               retry_stage: str | None = None, retrying: bool = False,
-              max_cost: float | None = None) -> None:
+              max_cost: float | None = None, auto_approve: bool = False,
+              dry_actions: bool = False) -> None:
     from agentctl import runner
 
     def body() -> int:
         prep, state, warnings = runner.prepare_resume(
             run_id, db, retry_failed=retry_failed if retrying else False,
-            retry_stage=retry_stage, max_cost=max_cost)
+            retry_stage=retry_stage, max_cost=max_cost, auto_approve=auto_approve,
+            dry_actions=dry_actions)
         for w in warnings:
             err.print(f"warning: {w}", highlight=False)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),

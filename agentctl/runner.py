@@ -296,11 +296,16 @@ class ResumeState:
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                    retry_failed: bool = False, retry_stage: str | None = None,
-                   max_cost: float | None = None) -> tuple[Prepared, ResumeState, list[str]]:
+                   max_cost: float | None = None, auto_approve: bool = False,
+                   dry_actions: bool = False) -> tuple[Prepared, ResumeState, list[str]]:
     """Rebuild a stored run: its own spec text, prompts, input rows, cells and ledger.
 
     `retry_failed`/`retry_stage` (agentctl retry) drop the chosen failed cells, and everything
-    downstream of them, from the prior state so they run again inside the same run."""
+    downstream of them, from the prior state so they run again inside the same run.
+    `auto_approve`/`dry_actions` given now replace the run's stored flags; otherwise the
+    flags the run was started with still hold, over the spec's `approval:`."""
+    if auto_approve and dry_actions:
+        raise ConfigError("--auto-approve and --dry-actions contradict each other; pick one")
     from agentctl.runlog import queries
     from agentctl.spec.loader import load_spec_text
 
@@ -324,8 +329,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     opts = RunOptions(pipeline=str(spec_path), accounts=run["input_path"], db=str(db_path),
                       concurrency=args.get("concurrency"), limit=args.get("limit"),
                       model=args.get("model"), mock=bool(run["mock"]) if mock is None else mock,
-                      auto_approve=bool(args.get("auto_approve")),
-                      dry_actions=bool(args.get("dry_actions")),
+                      auto_approve=auto_approve or (bool(args.get("auto_approve")) and not dry_actions),
+                      dry_actions=dry_actions or (bool(args.get("dry_actions")) and not auto_approve),
                       max_cost=max_cost if max_cost is not None else args.get("max_cost"),
                       max_cost_overrides=max_cost is not None)
     if opts.model:
@@ -425,11 +430,8 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
     forced = approval_mode(opts)
 
     def stage_approval(plan: StagePlan) -> str:
-        if forced:
-            return forced
-        if plan.approval:
-            return plan.approval
-        return "required"
+        # --auto-approve / --dry-actions beat every stage's `approval:` in the spec
+        return forced or plan.approval or "required"
 
     def mock_tool_args(name: str, parameters: dict, account: dict):
         tool = registry.get(name)
@@ -452,12 +454,13 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         governor=governor, budget=make_budget(prep), on_usage=progress.usage)
     prior = dict(resume.prior) if resume else None
     if resume is not None:
-        prior = await settle_approved_actions(resume, executor, registry, ledger, prior, recorder)
+        prior = await settle_approved_actions(resume, executor, registry, ledger, prior, recorder,
+                                              forced=forced)
     engine = Engine(prep.plans, run_id=run_id, pipeline_name=spec.pipeline.name,
                     key_column=spec.pipeline.input.key, caller=caller,
                     record_cell=recorder.cell, record_item=recorder.item, progress=progress,
                     tools=executor, prior=prior, max_active_items=max(64, prep.concurrency * 4),
-                    default_approval=stage_approval)
+                    approval_for=stage_approval)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
     interrupted = False
@@ -513,11 +516,21 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
 
 
 async def settle_approved_actions(resume: ResumeState, executor, registry, ledger, prior,
-                                  recorder) -> dict:
-    """Execute approved actions exactly once; a cell whose actions are all decided is done."""
+                                  recorder, *, forced: str | None = None) -> dict:
+    """Execute approved actions exactly once; a cell whose actions are all decided is done.
+
+    `forced` is the CLI's word at this resume: 'auto' approves what is still pending,
+    'dry_run' records it as a dry run, never to be executed."""
+    from agentctl.runlog.writer import utcnow
     from agentctl.tools.base import ToolContext
 
     for key, action in list(ledger.rows.items()):
+        if action["status"] == "pending_approval" and forced == "auto":
+            action = await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
+                                       "decided_at": utcnow()})
+        elif action["status"] == "pending_approval" and forced == "dry_run":
+            await ledger.put({**action, "status": "dry_run"})
+            continue
         if action["status"] not in ("approved", "intent"):
             continue
         tool = registry.get(action["tool"])

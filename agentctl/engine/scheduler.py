@@ -117,7 +117,7 @@ class Engine:
                  record_cell: Callable[[dict], None], record_item: Callable[[dict], None],
                  progress: RunProgress, tools: ToolRunner | None = None,
                  prior: dict[tuple[str, str], CellResult] | None = None,
-                 max_active_items: int = 256, default_approval: Callable[[StagePlan], str] | None = None):
+                 max_active_items: int = 256, approval_for: Callable[[StagePlan], str] | None = None):
         self.plans = plans
         self.by_id = {p.id: p for p in plans}
         self.run_id = run_id
@@ -130,7 +130,8 @@ class Engine:
         self.tools = tools
         self.prior = prior or {}
         self.max_active_items = max_active_items
-        self.default_approval = default_approval or (lambda plan: "required")
+        # the run decides each stage's approval mode (CLI flags over the spec); see runner
+        self.approval_for = approval_for or (lambda plan: plan.approval or "required")
         self.barriers = {p.id: SelectBarrier(p) for p in plans if p.kind == "select"}
         self.draining = False  # every input row has been admitted
         self.cells_total = 0    # cells of the admitted accounts
@@ -291,7 +292,7 @@ class Engine:
                 stage_id=plan.id, agent=plan.agent or "", system=plan.system, prompt=prompt,
                 route=plan.route, schema=plan.schema, parse=plan.parse,  # type: ignore[arg-type]
                 max_repairs=plan.max_repairs, max_tool_rounds=plan.max_tool_rounds,
-                approval=plan.approval or self.default_approval(plan),
+                approval=self.approval_for(plan),
                 meta={"run_id": self.run_id, "item_key": key, "stage_id": plan.id,
                       "agent": plan.agent, "account": row, "price": plan.route.price})  # type: ignore[union-attr]
             # The deepest stage goes first (results early, memory flat), except in the tail:
