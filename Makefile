@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CRM    := sample_data/crm.duckdb
 
-.PHONY: setup demo test test-fast bench docs check-docs clean
+.PHONY: setup demo demo-research test test-fast bench docs check-docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: setup  ## run the 100-account sample pipeline offline (mock model), throug
 	$(BIN)/agentctl resume last
 	$(BIN)/agentctl inspect last --rows 12
 	@echo "Emails written to ./outbox; run log in ./agentctl.duckdb. Try: $(BIN)/agentctl inspect last --item ACC-042"
+
+demo-research: setup  ## the orchestration sample (orchestrate, route, panel, reduce) offline
+	$(BIN)/agentctl run pipelines/account_research.yaml sample_data/accounts.csv --mock
+	$(BIN)/agentctl inspect last --item ACC-001 --rows 12
+	$(BIN)/agentctl export last --stage report
 
 test: setup  ## the whole test suite
 	$(PY) -m pytest -q

@@ -7,9 +7,10 @@ live there). Nothing here knows about DuckDB or litellm.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from agentctl.errors import AgentctlError, OutputInvalid
 from agentctl.llm.caller import CellUsage, ModelCaller, Route
@@ -26,6 +27,15 @@ class ToolRunner(Protocol):
     async def run(self, calls: list[ToolCallRequest], *, agent: str, stage_id: str,
                   item_key: str, llm_call_id: str | None, approval: str,
                   meta: dict | None = None) -> list[str]: ...
+
+
+@dataclass
+class ExtraTool:
+    """A tool a stage type offers its agents on top of their granted ones (orchestrate's
+    `spawn`). `handle` answers every call to it in one model turn, in order."""
+    name: str
+    schema: dict[str, Any]                       # OpenAI function tool schema
+    handle: Callable[[list[ToolCallRequest], str | None], Awaitable[list[str]]]
 
 
 class CellFailed(AgentctlError):
@@ -49,6 +59,8 @@ class AgentTask:
     max_tool_rounds: int = 5
     approval: str = "required"
     meta: dict[str, Any] = field(default_factory=dict)
+    output_name: str | None = None              # response_format name; "<stage>_output" if unset
+    extra_tools: list[ExtraTool] = field(default_factory=list)
 
 
 def output_instructions(schema: dict[str, Any]) -> str:
@@ -62,9 +74,12 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
     messages: list[dict[str, Any]] = [{"role": "system", "content": system},
                                       {"role": "user", "content": task.prompt}]
     offered = tools.offered(task.agent) if tools is not None else []
+    extra = {t.name: t for t in task.extra_tools}
+    if extra:
+        offered = [*offered, *(t.schema for t in task.extra_tools)]
     response_format = {"type": "json_schema",
-                       "json_schema": {"name": f"{task.stage_id}_output", "schema": task.schema,
-                                       "strict": False}}
+                       "json_schema": {"name": task.output_name or f"{task.stage_id}_output",
+                                       "schema": task.schema, "strict": False}}
     repairs = 0
     rounds = 0
     purpose = "initial"
@@ -93,10 +108,6 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                              "Reply again with only the corrected JSON object."})
             continue
         if resp.tool_calls:
-            results = None
-            if tools is None:  # no executor at all (engine tests): refuse, count as a round
-                results = [json.dumps({"error": f"tool '{c.name}' is not available to this agent"})
-                           for c in resp.tool_calls]
             rounds += 1
             if rounds > task.max_tool_rounds:
                 raise CellFailed(
@@ -107,17 +118,40 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                              "tool_calls": [{"id": c.id, "type": "function",
                                              "function": {"name": c.name, "arguments": c.arguments}}
                                             for c in resp.tool_calls]})
-            if results is None:
-                results = await tools.run(resp.tool_calls, agent=task.agent,  # type: ignore[union-attr]
-                                          stage_id=task.stage_id,
-                                          item_key=str(task.meta.get("item_key")),
-                                          llm_call_id=resp.call_id, approval=task.approval,
-                                          meta=task.meta)
+            results = await _run_tools(task, resp, tools, extra)
             for c, text in zip(resp.tool_calls, results):
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": text})
             purpose = "tool_round"
             continue
         return resp.checked
+
+
+async def _run_tools(task: AgentTask, resp: LLMResponse, tools: ToolRunner | None,
+                     extra: dict[str, ExtraTool]) -> list[str]:
+    """Every call of one model turn, at once: a stage's own tools (spawn) by their handlers,
+    the rest by the tool runner (permissions, ledger, gate). Results in call order."""
+    calls = resp.tool_calls
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(calls):
+        groups.setdefault(c.name if c.name in extra else "", []).append(i)
+
+    async def answer(name: str, index: list[int]) -> list[str]:
+        subset = [calls[i] for i in index]
+        if name:
+            return await extra[name].handle(subset, resp.call_id)
+        if tools is None:  # no executor at all (engine tests): refuse
+            return [json.dumps({"error": f"tool '{c.name}' is not available to this agent"})
+                    for c in subset]
+        return await tools.run(subset, agent=task.agent, stage_id=task.stage_id,
+                               item_key=str(task.meta.get("item_key")), llm_call_id=resp.call_id,
+                               approval=task.approval, meta=task.meta)
+
+    answers = await asyncio.gather(*(answer(n, idx) for n, idx in groups.items()))
+    results = [""] * len(calls)
+    for (name, index), texts in zip(groups.items(), answers):
+        for i, text in zip(index, texts):
+            results[i] = text
+    return results
 
 
 def req_reply_text(exc: OutputInvalid) -> str:

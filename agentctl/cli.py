@@ -190,6 +190,27 @@ def inspect(
 
 
 @app.command()
+def export(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix works; 'last' = newest)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="One stage; a reduce stage exports its run-level output as JSON."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one account per line) or csv (stage.field columns)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Write a run's outputs to stdout: per account (JSON Lines or CSV), or a reduce stage's run-level output."""
+    from agentctl.export import render
+    from agentctl.runlog import queries, store
+
+    def body() -> int:
+        if fmt not in ("jsonl", "csv"):
+            raise_usage("--format takes jsonl or csv")
+        data = queries.export_data(store.resolve_db_path(db), run_id, stage=stage)
+        sys.stdout.write(render(data, fmt))
+        return 0
+
+    raise typer.Exit(guarded(body))
+
+
+@app.command()
 def validate(
     pipeline: str = typer.Argument(..., help="Pipeline spec (YAML)."),
     accounts: Optional[str] = typer.Argument(None, help="Accounts file to check against the spec."),

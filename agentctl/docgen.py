@@ -34,6 +34,13 @@ def cli_help(*command: str) -> str:
     return "\n".join(line.rstrip() for line in result.output.strip().splitlines())
 
 
+def command_names() -> list[str]:
+    """Every `agentctl` command, in the order `--help` lists them."""
+    from agentctl.cli import app
+
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -85,17 +92,35 @@ def spec_reference() -> str:
         ("tools.<name>", m.ToolSpec,
          "A tool declared once and granted to agents by name; other keys are the tool's settings."),
         ("agents.<name>", m.Agent, "A specialist: system prompt, model, granted tools."),
-        ("stages[] with type: agent (default)", m.AgentStage,
-         "One LLM call per account (plus tool rounds and repairs)."),
-        ("stages[] with type: select", m.SelectStage,
-         "Fan-in over all accounts: keep the top K by a field and/or those matching `where`."),
-        ("stages[].output.<field>", m.OutputField,
-         "Output schema fields. `summary: str` is shorthand for `summary: {type: str}`."),
     ]
+    from agentctl.stages import REGISTRY
+
+    for kind, stage_type in REGISTRY.items():  # one section per stage type, from the registry
+        title = f"stages[] with type: {kind}" + (" (default)" if kind == "agent" else "")
+        sections.append((title, stage_type.model, stage_type.summary))
+        for name, field in stage_type.model.model_fields.items():
+            for nested in _nested_models(field.annotation):
+                sections.append((f"stages[].{name} (type: {kind})", nested,
+                                  field.description or ""))
+    sections.append(("stages[].output.<field>", m.OutputField,
+                     "Output schema fields (also `panelist_output`, `subagent_output`). "
+                     "`summary: str` is shorthand for `summary: {type: str}`."))
     out = []
     for title, model, blurb in sections:
         out.append(f"### {title}\n\n{blurb}\n\n{model_table(model)}\n")
     return "\n".join(out).rstrip()
+
+
+def _nested_models(tp: Any) -> list[type[BaseModel]]:
+    """Spec models nested in a stage field (a route's `cases`, a panel's `panelists`)."""
+    from agentctl.spec.base import OutputField
+
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [] if tp is OutputField else [tp]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(tp):
+        found += [a for a in _nested_models(arg) if a not in found]
+    return found
 
 
 def runlog_schema() -> str:

@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from agentctl.engine.progress import RunProgress
 
@@ -49,7 +50,7 @@ def progress_table(progress: RunProgress, *, title: str | None = None) -> Table:
     total = progress.items_total
     for c in progress.stages.values():
         done = f"{c.done}/{total}" if total is not None else str(c.done)
-        t.add_row(c.stage_id + (" [select]" if c.kind == "select" else ""), done,
+        t.add_row(c.stage_id + (f" [{c.kind}]" if c.kind != "agent" else ""), done,
                   str(c.ok), _red(c.failed), str(c.skipped + c.filtered), str(c.in_flight),
                   str(c.calls), tokens(c.input_tokens + c.output_tokens),
                   money(c.cost_usd, c.unpriced_calls, mock=progress.mock))
@@ -137,7 +138,8 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
     for s in data["stages"]:
         tools = str(s["tool_calls"]) + (f" ({s['denied_tool_calls']} denied)" if s["denied_tool_calls"] else "")
         extra = [str(s["awaiting_approval"])] if awaiting else []
-        t.add_row(s["id"], str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
+        label = s["id"] + (f" [{s['kind']}]" if s.get("kind", "agent") != "agent" else "")
+        t.add_row(label, str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
                   *extra, str(s["llm_calls"]), tools, f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
                   money(s["cost_usd"], s["unpriced_calls"], mock=data.get("mock", False)),
                   _ms(s["p50_ms"]), _ms(s["p95_ms"]), ", ".join(s["models"]))
@@ -145,8 +147,12 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
     t.caption = (f"{tot['items']} accounts · {tot['llm_calls']} LLM calls · {tot['tool_calls']} tool calls · "
                  f"{money(tot['cost_usd'], tot['unpriced_calls'], mock=data.get('mock', False))}")
     parts.append(t)
+    if data.get("run_outputs") and not data.get("detail"):
+        parts.extend(run_outputs_view(data["run_outputs"], mock=data.get("mock", False)))
     if data.get("detail"):
-        parts.extend(detail_view(data["detail"]))
+        parts.extend(detail_view(data["detail"], kinds={s["id"]: s.get("kind", "agent")
+                                                        for s in data["stages"]},
+                                 mock=data.get("mock", False)))
         return Group(*parts)
     parts.append(status_grid(data, limit=grid_rows))
     if data["top_errors"]:
@@ -203,25 +209,90 @@ def _glyph(status: str | None) -> Text:
     return Text(GLYPH.get(status, status[:1]), style=STATUS_STYLE.get(status, ""))
 
 
-def detail_view(detail: dict[str, Any]) -> list[Any]:
+def run_outputs_view(outputs: list[dict[str, Any]], *, mock: bool = False) -> list[Any]:
+    """Run-level outputs (reduce stages): one panel each."""
+    parts: list[Any] = []
+    for o in outputs:
+        body = (json.dumps(o["output"], ensure_ascii=False, indent=2) if o["status"] == "ok"
+                else f"{o['error_type']}: {o['error']}")
+        title = (f"{o['stage_id']} (run-level output over {o['items']} accounts) · {o['status']} · "
+                 f"{o['attempts']} calls · {money(o['cost_usd'], 0, mock=mock)}")
+        parts.append(Panel(Text(body[:4000]), title=Text(title), title_align="left",
+                           border_style="red" if o["status"] != "ok" else "green"))
+    return parts
+
+
+def span_tree(spans: list[dict[str, Any]], kinds: dict[str, str], *, mock: bool = False) -> Tree:
+    """Agent turns of multi-agent stages as a tree (a lead and its sub-agents, a panel's
+    rounds), each with its cost and, for a parent, what its subtree cost in all."""
+    from agentctl.stages import stage_type
+
+    by_parent: dict[str | None, list[dict]] = {}
+    ids = {sp["span_id"] for sp in spans}
+    for sp in spans:
+        parent = sp["parent_span_id"] if sp["parent_span_id"] in ids else None
+        by_parent.setdefault(parent, []).append(sp)
+
+    def subtree_cost(sp: dict) -> float:
+        return (sp["cost_usd"] or 0.0) + sum(subtree_cost(c) for c in by_parent.get(sp["span_id"], []))
+
+    def label(sp: dict) -> Text:
+        kind = kinds.get(sp["stage_id"], "agent")
+        try:
+            name = stage_type(kind).span_label(sp)
+        except KeyError:
+            name = f"{sp['role']} {sp['agent']}"
+        used = tokens((sp["input_tokens"] or 0) + (sp["output_tokens"] or 0))
+        own = f"{sp['attempts']} calls, {used} tokens, {money(sp['cost_usd'], 0, mock=mock)}"
+        children = by_parent.get(sp["span_id"], [])
+        total = f", subtree {money(subtree_cost(sp), 0, mock=mock)}" if children and not mock else ""
+        text = Text.assemble((f"{sp['stage_id']} ", "bold"), (name[:140], ""),
+                             (f"  [{sp['status']}]", STATUS_STYLE.get(sp["status"], "")),
+                             (f"  {own}{total}", "dim"))
+        out = sp["output"]
+        if out is not None:
+            text.append("\n  → " + _summary(out, 200), style="dim")
+        elif sp.get("error"):
+            text.append("\n  ✗ " + sp["error"][:200], style="red")
+        return text
+
+    def order(sp: dict):
+        return (sp["stage_id"], sp["started_at"] or "", sp["round"] or 0)
+
+    tree = Tree(Text("agent turns (spans)", style="bold"))
+
+    def add(node: Tree, parent: str | None) -> None:
+        for sp in sorted(by_parent.get(parent, []), key=order):
+            add(node.add(label(sp)), sp["span_id"])
+
+    add(tree, None)
+    return tree
+
+
+def detail_view(detail: dict[str, Any], kinds: dict[str, str] | None = None, *,
+                mock: bool = False) -> list[Any]:
     parts: list[Any] = []
     c = Table(title="cells", title_justify="left")
     for col in ("account", "stage", "status", "attempts", "tokens", "output / error"):
         c.add_column(col)
     for cell in detail["cells"]:
-        body = cell["error"] if cell["status"] != "ok" else json.dumps(cell["output"], ensure_ascii=False)
+        body = cell["error"] if cell["status"] != "ok" else (
+            json.dumps(cell["output"], ensure_ascii=False) if cell["output"] is not None
+            else "(included in the run-level output; see `agentctl inspect RUN`)")
         c.add_row(Text(cell["item_key"]), Text(cell["stage_id"]),
                   Text(cell["status"], style=STATUS_STYLE.get(cell["status"], "")),
                   str(cell["attempts"]),
                   f"{tokens(cell['input_tokens'])}/{tokens(cell['output_tokens'])}", Text((body or "")[:300]))
     parts.append(c)
+    if detail.get("spans") and (detail["item"] is not None or len(detail["spans"]) <= 200):
+        parts.append(span_tree(detail["spans"], kinds or {}, mock=mock))
     if detail["item"] is None:
         return parts  # a whole stage: calls would flood the screen; use --item for them
     tools_by_call: dict[str, list[dict]] = {}
     for tc in detail["tool_calls"]:
         tools_by_call.setdefault(tc["llm_call_id"], []).append(tc)
     for call in detail["llm_calls"]:
-        title = (f"{call['stage_id']} · attempt {call['attempt']} ({call['purpose']}) · "
+        title = (f"{call['stage_id']} · {call['agent']} · attempt {call['attempt']} ({call['purpose']}) · "
                  f"{call['model']} · {call['status']} · {_ms(call['latency_ms'])} · "
                  f"{call['input_tokens'] or 0}/{call['output_tokens'] or 0} tokens")
         lines = Text()

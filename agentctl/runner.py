@@ -121,8 +121,7 @@ def used_aliases(spec: LoadedSpec) -> set[str]:
     p = spec.pipeline
     aliases = set()
     for s in p.stages:
-        if s.type == "agent":
-            aliases.add(spec.model_alias(s.id))
+        aliases.update(spec.model_aliases(s.id))
     for a in list(aliases):
         aliases.update(p.models[a].fallbacks)
     return aliases
@@ -292,6 +291,8 @@ class ResumeState:
     prior: dict[tuple[str, str], CellResult]
     items: dict[str, dict]                  # stored input rows by key
     actions: dict[str, dict]                # the ledger, by idempotency key
+    spans: dict[str, dict] = field(default_factory=dict)         # finished agent turns, by span id
+    run_outputs: dict[str, dict] = field(default_factory=dict)   # reduce outputs, by stage
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
@@ -310,7 +311,7 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     from agentctl.spec.loader import load_spec_text
 
     db_path = store.resolve_db_path(db)
-    run, cells, actions, items = queries.load_run_state(db_path, run_id)
+    run, cells, actions, items, spans, run_outputs = queries.load_run_state(db_path, run_id)
     warnings: list[str] = []
     if run["status"] == "running" and not queries.looks_dead(run):
         raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
@@ -348,15 +349,16 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"])
              for k, c in cells.items()}
     if retry_failed or retry_stage:
-        prior = _drop_for_retry(prior, plans, failed_only=retry_failed, stage=retry_stage)
+        prior, run_outputs = _drop_for_retry(prior, plans, failed_only=retry_failed,
+                                             stage=retry_stage, run_outputs=run_outputs)
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
     check_budget_prices(prep)
-    return prep, ResumeState(run["run_id"], prior, items, actions), warnings
+    return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
 
 
 def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
-                    stage: str | None) -> dict:
+                    stage: str | None, run_outputs: dict | None = None) -> tuple[dict, dict]:
     ids = [p.id for p in plans]
     if stage is not None and stage not in ids:
         raise ConfigError(f"no stage '{stage}' in this run; stages: {', '.join(ids)}")
@@ -368,13 +370,20 @@ def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
     for p in reversed(plans):
         closure[p.id] = {p.id}.union(*(closure[d] for d in downstream[p.id]))
     out = dict(prior)
+    outputs = dict(run_outputs or {})
+    dropped: set[str] = set()
     for (item, sid), result in prior.items():
         chosen = (stage is None or sid == stage) and (
             result.status == "failed" or (not failed_only and result.status != "ok"))
         if chosen:
+            dropped |= closure[sid]
             for d in closure[sid]:
                 out.pop((item, d), None)
-    return out
+    for sid, row in list(outputs.items()):  # a reduce re-runs when its inputs or itself do
+        chosen = (stage is None or sid == stage) and row["status"] != "ok"
+        if sid in dropped or chosen:
+            outputs.pop(sid)
+    return out, outputs
 
 
 def build_registry(spec: LoadedSpec):
@@ -398,7 +407,8 @@ async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: Ru
             recorder.start_run(
                 pipeline=spec.pipeline.name, spec_path=str(spec.path), spec_text=spec.text,
                 spec_sha256=spec.sha256,
-                prompts={"order": spec.order, "stages": spec.prompts, "agents": spec.systems},
+                prompts={"order": spec.order, "kinds": {p.id: p.kind for p in prep.plans},
+                         "stages": spec.prompts, "agents": spec.systems},
                 input_path=str(Path(opts.accounts).resolve()), input_sha256=prep.summary.sha256,
                 input_rows=prep.summary.rows, args=opts.as_args(), mock=opts.mock,
                 version=__version__)
@@ -444,8 +454,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
     routes = build_routes(spec.pipeline)
     governor = RateGovernor(spec.pipeline.limits, routes, default_concurrency=prep.concurrency)
     limiter = PriorityLimiter(prep.concurrency)
-    stage_limiters = {p.id: PriorityLimiter(p.stage.concurrency) for p in prep.plans
-                      if p.kind == "agent" and p.stage.concurrency}
+    stage_limiters = {p.id: PriorityLimiter(p.concurrency) for p in prep.plans if p.concurrency}
     caller = ModelCaller(
         client=client, record=recorder.llm_call, run_id=run_id, limiter=limiter,
         stage_limiters=stage_limiters,
@@ -460,7 +469,10 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
                     key_column=spec.pipeline.input.key, caller=caller,
                     record_cell=recorder.cell, record_item=recorder.item, progress=progress,
                     tools=executor, prior=prior, max_active_items=max(64, prep.concurrency * 4),
-                    approval_for=stage_approval)
+                    approval_for=stage_approval, record_span=recorder.span,
+                    record_run_output=recorder.run_output, record_tool_call=recorder.tool_call,
+                    prior_spans=resume.spans if resume else None,
+                    prior_run_outputs=resume.run_outputs if resume else None)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
     interrupted = False

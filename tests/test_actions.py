@@ -194,6 +194,14 @@ def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeout
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def done_actions(db: Path) -> int:
+    """Actions in state done, read while a run may hold the log (a locked file reads as -1)."""
+    try:
+        return db_rows(db, "SELECT count(*) AS n FROM actions WHERE status = 'done'")[0]["n"]
+    except (duckdb.Error, IndexError):
+        return -1
+
+
 def sigkill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)  # reaps it: a zombie would still look alive to `resume`
@@ -460,10 +468,13 @@ def test_sigkill_between_intent_and_done_a_blind_tool_is_never_rerun(llm, tmp_pa
     proc = popen_cli("run", spec, write_accounts(tmp_path, 3), "--auto-approve", env=env)
     try:
         wait_for(lambda: (toolbox_dir / "hung").exists(), "the tool to hang", proc)
+        # the other two actions finish (their `done` rows flushed) before the kill, so only
+        # the hung one is caught inside its intent -> done window
+        wait_for(lambda: done_actions(db) == 2, "the other actions to be done", proc)
     finally:
         sigkill(proc)
     run_id = only_run(db)
-    hung_item = jsonl(toolbox_dir / "invocations.jsonl")[0]["item"]
+    hung_item = (toolbox_dir / "hung").read_text()
 
     resume(run_id, env=env, code=(0, 1))
 

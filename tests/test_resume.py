@@ -127,9 +127,20 @@ def crash_and_resume(llm, tmp_path: Path, db: Path, ready, what: str, *,
     assert len(llm.requests) == sent
 
 
+def logged_ok_cells(db: Path) -> int:
+    """Agent cells flushed to the log so far (0 while a writer holds the file)."""
+    try:
+        return db_rows(db, "SELECT count(*) AS n FROM cells WHERE status = 'ok' "
+                           "AND stage_id <> 'select'")[0]["n"]
+    except Exception:
+        return 0
+
+
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(llm, tmp_path, db):
-    crash_and_resume(llm, tmp_path, db, lambda srv: srv.count(_status=200) >= 20,
-                     "20 answered requests")
+    # kill once 20 requests were answered and the writer has flushed some of their cells
+    crash_and_resume(llm, tmp_path, db,
+                     lambda srv: srv.count(_status=200) >= 20 and logged_ok_cells(db) > 0,
+                     "20 answered requests, some cells logged")
 
 
 def test_sigkill_after_select_then_resume_with_the_stored_spec(llm, tmp_path, db):

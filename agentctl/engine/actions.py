@@ -92,7 +92,8 @@ class ToolExecutor:
         row: dict[str, Any] = {"tool_call_id": uuid.uuid4().hex, "run_id": self.run_id,
                                "item_key": item_key, "stage_id": stage_id, "agent": agent,
                                "llm_call_id": llm_call_id, "tool": call.name, "arguments": None,
-                               "started_at": started_at}
+                               "started_at": started_at,
+                               "span_id": (meta or {}).get("span_id")}
 
         def finish(status: str, text: str, *, error: str | None = None, size: int | None = None,
                    key: str | None = None) -> str:

@@ -1,7 +1,9 @@
 """The scheduler: every (account, stage) cell is a task that starts when its needs are done.
 
 Accounts flow through the stage graph independently; the only barriers are fan-in stages
-(`select`), which wait for every account to arrive. A failed cell is a record, never an
+(select, reduce), which wait for every account to arrive. What a cell *does* is its stage
+type's business (``agentctl/stages``); here are the graph, admission, priority, `when`,
+upstream failures, resume and the cell's log row. A failed cell is a record, never an
 exception: its downstream cells are marked skipped and the other accounts carry on.
 Nothing here touches DuckDB, litellm or the terminal: it is handed a caller, a recorder and
 a tool runner.
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from agentctl.agents import AgentTask, CellFailed, ToolRunner, run_agent
+from agentctl.agents import CellFailed, ToolRunner
+from agentctl.engine.cell import STOPPED, CellResult, CellRun
+from agentctl.engine.fanin import FanIn
 from agentctl.engine.plan import StagePlan
 from agentctl.engine.progress import RunProgress
 from agentctl.errors import AgentctlError, ProviderError
@@ -26,89 +29,7 @@ FINAL = {"ok", "failed", "skipped", "filtered"}
 TAIL_ROUNDS = 4  # the tail: input exhausted and at most this many rounds of cells per stage left
 REUSABLE = FINAL | {"awaiting_approval"}  # prior cells a resumed run keeps as they are
 
-
-@dataclass
-class CellResult:
-    status: str                    # ok | failed | skipped | filtered | awaiting_approval | stopped
-    output: dict[str, Any] | None = None
-    error: str | None = None
-    error_type: str | None = None
-
-
-STOPPED = CellResult("stopped")
-
-
-class SelectBarrier:
-    """Fan-in: collects every account's upstream outputs, then keeps the top K / matching."""
-
-    def __init__(self, plan: StagePlan):
-        self.plan = plan
-        self.arrived: dict[str, tuple[int, dict | None]] = {}
-        self.results: dict[str, asyncio.Future] = {}
-        self.total: int | None = None
-        self.stopped = False
-
-    def arrive(self, seq: int, key: str, context: dict | None) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        self.arrived[key] = (seq, context)
-        self.results[key] = fut
-        if self.stopped:
-            fut.set_result(STOPPED)
-        self._maybe_decide()
-        return fut
-
-    def set_total(self, total: int) -> None:
-        self.total = total
-        self._maybe_decide()
-
-    def stop(self) -> None:
-        self.stopped = True
-        for fut in self.results.values():
-            if not fut.done():
-                fut.set_result(STOPPED)
-
-    def _maybe_decide(self) -> None:
-        if self.stopped or self.total is None or len(self.arrived) < self.total:
-            return
-        stage = self.plan.stage
-        candidates = []
-        for key, (seq, ctx) in self.arrived.items():
-            if ctx is None:
-                continue
-            if stage.where and not eval_condition(stage.where, ctx):
-                continue
-            candidates.append((seq, key, ctx))
-        if stage.by:
-            sid, _, fld = stage.by.partition(".")
-
-            def rank_key(c):
-                value = (c[2].get(sid) or {}).get(fld)
-                missing = value is None
-                if isinstance(value, bool):
-                    value = int(value)
-                if stage.order == "desc" and isinstance(value, (int, float)):
-                    value = -value
-                return (missing, value if not missing else 0, c[0])
-
-            try:
-                candidates.sort(key=rank_key)
-            except TypeError:  # mixed types: compare as text
-                candidates.sort(key=lambda c: (str((c[2].get(sid) or {}).get(fld)), c[0]),
-                                reverse=stage.order == "desc")
-        else:
-            candidates.sort(key=lambda c: c[0])
-        keep = candidates[: stage.top] if stage.top else candidates
-        chosen = {key: rank for rank, (_, key, _) in enumerate(keep, start=1)}
-        for key, fut in self.results.items():
-            if fut.done():
-                continue
-            if self.arrived[key][1] is None:
-                fut.set_result(None)  # decided by its own upstream status
-            elif key in chosen:
-                fut.set_result(CellResult("ok", {"selected": True, "rank": chosen[key]}))
-            else:
-                fut.set_result(CellResult("filtered", {"selected": False, "rank": None},
-                                          error=f"not selected by '{self.plan.id}'"))
+__all__ = ["CellResult", "Engine", "STOPPED"]
 
 
 class Engine:
@@ -117,7 +38,12 @@ class Engine:
                  record_cell: Callable[[dict], None], record_item: Callable[[dict], None],
                  progress: RunProgress, tools: ToolRunner | None = None,
                  prior: dict[tuple[str, str], CellResult] | None = None,
-                 max_active_items: int = 256, approval_for: Callable[[StagePlan], str] | None = None):
+                 max_active_items: int = 256, approval_for: Callable[[StagePlan], str] | None = None,
+                 record_span: Callable[[dict], None] | None = None,
+                 record_run_output: Callable[[dict], None] | None = None,
+                 record_tool_call: Callable[[dict], None] | None = None,
+                 prior_spans: dict[str, dict] | None = None,
+                 prior_run_outputs: dict[str, dict] | None = None):
         self.plans = plans
         self.by_id = {p.id: p for p in plans}
         self.run_id = run_id
@@ -132,7 +58,12 @@ class Engine:
         self.max_active_items = max_active_items
         # the run decides each stage's approval mode (CLI flags over the spec); see runner
         self.approval_for = approval_for or (lambda plan: plan.approval or "required")
-        self.barriers = {p.id: SelectBarrier(p) for p in plans if p.kind == "select"}
+        self.record_span = record_span or (lambda row: None)
+        self.record_run_output = record_run_output or (lambda row: None)
+        self._record_tool_call = record_tool_call or (lambda row: None)
+        self.prior_spans = prior_spans or {}
+        self.prior_run_outputs = prior_run_outputs or {}
+        self.barriers = {p.id: FanIn(p, self) for p in plans if p.type.fan_in}
         self.draining = False  # every input row has been admitted
         self.cells_total = 0    # cells of the admitted accounts
         self.cells_done = 0
@@ -180,6 +111,22 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        finally:
+            pending = [b._task for b in self.barriers.values() if b._task and not b._task.done()]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def log_tool_call(self, row: dict) -> None:
+        """A tool call a stage type runs itself (orchestrate's spawn)."""
+        self._record_tool_call(row)
+        self.progress.tool_calls += 1
+
+    def priority(self, plan: StagePlan, seq: int) -> float:
+        """The deepest stage goes first (results early, memory flat), except in the tail:
+        there the stage with the most work left after it goes first (Hu's rule for chains),
+        so the run does not end on a serial research -> score -> write tail."""
+        return (plan.depth if self._in_tail() else -plan.depth) * 1e9 + seq
 
     async def _run_item(self, seq: int, key: str, row: dict, admission: asyncio.Semaphore) -> None:
         self.cells_total += len(self.plans)
@@ -225,7 +172,7 @@ class Engine:
     async def _cell(self, plan: StagePlan, seq: int, key: str, row: dict,
                     deps: dict[str, CellResult]) -> CellResult:
         prior = self.prior.get((key, plan.id))
-        if prior is not None and prior.status in REUSABLE and plan.kind != "select":
+        if prior is not None and prior.status in REUSABLE and not plan.type.fan_in:
             self.progress.count(plan.id, prior.status)
             return prior
         barrier = self.barriers.get(plan.id)
@@ -250,7 +197,7 @@ class Engine:
             if blocked.status in ("stopped", "waiting"):
                 return blocked
             return self._record(plan, key, blocked, CellUsage(), None, None)
-        return await self._agent_cell(plan, seq, key, row, context)
+        return await self._run_cell(plan, seq, key, row, context)
 
     def _blocked_by(self, deps: dict[str, CellResult]) -> CellResult | None:
         for name, dep in deps.items():
@@ -275,37 +222,23 @@ class Engine:
             ctx[name] = dep.output or {}
         return ctx
 
-    async def _agent_cell(self, plan: StagePlan, seq: int, key: str, row: dict,
-                          context: dict[str, Any]) -> CellResult:
+    async def _run_cell(self, plan: StagePlan, seq: int, key: str, row: dict,
+                        context: dict[str, Any]) -> CellResult:
         counters = self.progress.stages[plan.id]
         counters.in_flight += 1
         started_at = utcnow()
         t0 = time.perf_counter()
-        usage = CellUsage()
+        cell = CellRun(self, plan, seq, key, row, context)
         try:
-            try:
-                prompt = plan.template.render(**context)
-            except Exception as exc:  # e.g. a value the static checks could not foresee
-                raise CellFailed(f"prompt template of stage '{plan.id}' failed to render: "
-                                 f"{type(exc).__name__}: {exc}", "TemplateError") from exc
-            task = AgentTask(
-                stage_id=plan.id, agent=plan.agent or "", system=plan.system, prompt=prompt,
-                route=plan.route, schema=plan.schema, parse=plan.parse,  # type: ignore[arg-type]
-                max_repairs=plan.max_repairs, max_tool_rounds=plan.max_tool_rounds,
-                approval=self.approval_for(plan),
-                meta={"run_id": self.run_id, "item_key": key, "stage_id": plan.id,
-                      "agent": plan.agent, "account": row, "price": plan.route.price})  # type: ignore[union-attr]
-            # The deepest stage goes first (results early, memory flat), except in the tail:
-            # there the stage with the most work left after it goes first (Hu's rule for
-            # chains), so the run does not end on a serial research -> score -> write tail.
-            priority = (plan.depth if self._in_tail() else -plan.depth) * 1e9 + seq
-            output = await run_agent(task, caller=self.caller, usage=usage, tools=self.tools,
-                                     priority=priority)
-            result = CellResult("ok", output)
-            if task.meta.get("awaiting_approval"):
+            output = await plan.type.run_item(cell)
+            if isinstance(output, CellResult):
+                result = output
+            elif cell.awaiting:
                 result = CellResult("awaiting_approval", output,
                                     error="side-effect actions wait for approval",
                                     error_type="AwaitingApproval")
+            else:
+                result = CellResult("ok", output)
         except RunStopped:
             return STOPPED
         except CellFailed as exc:
@@ -318,7 +251,7 @@ class Engine:
             result = CellResult("failed", error=exc.message, error_type=type(exc).__name__)
         finally:
             counters.in_flight -= 1
-        return self._record(plan, key, result, usage, started_at, t0)
+        return self._record(plan, key, result, cell.usage, started_at, t0)
 
     def _record(self, plan: StagePlan, key: str, result: CellResult, usage: CellUsage,
                 started_at, t0: float | None) -> CellResult:
@@ -326,7 +259,8 @@ class Engine:
         now = utcnow()
         self.record_cell({
             "run_id": self.run_id, "item_key": key, "stage_id": plan.id,
-            "status": result.status, "output": result.output, "error": result.error,
+            "status": result.status, "output": result.output if result.log_output else None,
+            "error": result.error,
             "error_type": result.error_type, "attempts": usage.attempts,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cost_usd": usage.cost_or_none, "started_at": started_at or now, "ended_at": now,

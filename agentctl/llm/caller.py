@@ -53,6 +53,14 @@ class CellUsage:
         else:
             self.cost_usd += resp.cost_usd
 
+    def merge(self, other: "CellUsage") -> None:
+        """Add another usage (one agent turn of a multi-agent cell) to this one."""
+        self.attempts += other.attempts
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.unpriced = self.unpriced or other.unpriced
+
     @property
     def cost_or_none(self) -> float | None:
         return None if self.unpriced else self.cost_usd
@@ -256,6 +264,7 @@ class ModelCaller:
             "cache_hit": bool(resp and resp.cache_hit),
             "started_at": started_at,
             "request_hash": req.cache_key(),
+            "span_id": meta.get("span_id"),
         })
         return call_id
 

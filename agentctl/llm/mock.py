@@ -3,7 +3,9 @@
 Deterministic: the same (account, stage, schema) always gives the same schema-valid output.
 It exercises the tool path too: on its first turn, an agent with tools calls each granted
 tool once with schema-valid arguments derived from the account (side-effect tools included,
-so the approval gate and the action ledger are exercised offline as well).
+so the approval gate and the action ledger are exercised offline as well). A stage type can
+script its own turns (`StageType.mock_turn`): an orchestrator's mock lead spawns two or three
+sub-agents; a router's enum output picks one of its choices deterministically.
 """
 
 from __future__ import annotations
@@ -132,7 +134,12 @@ class MockClient:
         tool_calls: list[ToolCallRequest] = []
         content: str | None = None
         already_used_tools = any(m.get("role") == "tool" for m in request.messages)
-        if request.tools and not already_used_tools:
+        kind = meta.get("kind")
+        if kind and request.tools:  # a stage type may script its own turns (a lead's spawns)
+            from agentctl.stages import stage_type
+
+            tool_calls = stage_type(kind).mock_turn(request, f"{key}|{stage}") or []
+        if request.tools and not already_used_tools and not tool_calls:
             for i, tool in enumerate(request.tools):
                 fn = tool["function"]
                 args = (self.tool_args(fn["name"], fn.get("parameters") or {}, account)
@@ -145,7 +152,8 @@ class MockClient:
             schema = {"type": "object", "properties": {"text": {"type": "string"}}}
             if request.response_format and request.response_format.get("type") == "json_schema":
                 schema = request.response_format["json_schema"].get("schema", schema)
-            rnd = _Rand(f"{key}|{stage}|{json.dumps(schema, sort_keys=True)}")
+            voice = f"|{meta.get('role')}|{meta.get('agent')}" if kind not in (None, "agent") else ""
+            rnd = _Rand(f"{key}|{stage}|{json.dumps(schema, sort_keys=True)}{voice}")
             content = json.dumps(value_for(schema, rnd, name=stage, account=account, stage=stage))
         prompt_chars = sum(len(str(m.get("content") or "")) for m in request.messages)
         return LLMResponse(content=content, tool_calls=tool_calls,

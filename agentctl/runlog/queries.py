@@ -131,9 +131,21 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             FROM (SELECT * FROM items WHERE run_id = ? ORDER BY seq LIMIT ?) i
             LEFT JOIN cells c ON c.run_id = i.run_id AND c.item_key = i.item_key
             ORDER BY i.seq""", [run_id, grid_limit])
+        run_outputs = _rows(con, """
+            SELECT stage_id, status, output, error, error_type, items, attempts, input_tokens,
+                   output_tokens, cost_usd, duration_ms
+            FROM run_outputs WHERE run_id = ? ORDER BY started_at""", [run_id])
+        span_counts = _rows(con, """
+            SELECT stage_id, count(*) AS spans, count(DISTINCT agent) AS agents
+            FROM spans WHERE run_id = ? GROUP BY stage_id""", [run_id])
         detail = None
         if stage is not None or item is not None:
             detail = _detail(con, run_id, stage, item)
+    prompts = run.get("prompts") if isinstance(run.get("prompts"), dict) else {}
+    kinds = prompts.get("kinds") or {}
+    by_spans = {s["stage_id"]: s for s in span_counts}
+    for o in run_outputs:
+        o["output"] = _json(o["output"])
     by_stage = {s["stage_id"]: s for s in stages}
     by_calls = {c["stage_id"]: c for c in calls}
     by_tools = {t["stage_id"]: t for t in tools}
@@ -144,7 +156,8 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         c = by_calls.get(sid, {})
         t = by_tools.get(sid, {})
         stage_list.append({
-            "id": sid,
+            "id": sid, "kind": kinds.get(sid, "agent"),
+            "spans": by_spans.get(sid, {}).get("spans", 0),
             "ok": s.get("ok", 0), "failed": s.get("failed", 0), "skipped": s.get("skipped", 0),
             "filtered": s.get("filtered", 0), "awaiting_approval": s.get("awaiting_approval", 0),
             "llm_calls": c.get("llm_calls", 0), "failed_calls": c.get("failed_calls", 0),
@@ -180,6 +193,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
         "grid_truncated": n_items > grid_limit,
+        "run_outputs": run_outputs,
         "top_errors": errors, "call_errors": call_errors, "denied_tool_calls": [
             {**d, "arguments": _json(d["arguments"])} for d in denied],
         "detail": detail,
@@ -196,16 +210,29 @@ def _detail(con, run_id: str, stage: str | None, item: str | None) -> dict[str, 
         where.append("item_key = ?")
         params.append(item)
     cond = " AND ".join(where)
+    # a stage's run-level work (a reduce: item_key NULL) belongs to the stage's drill-down
+    spans_cond = cond if item is not None else cond + " OR (run_id = ? AND stage_id = ? AND item_key IS NULL)"
+    spans_params = params if item is not None else [*params, run_id, stage]
     cells = _rows(con, f"""SELECT item_key, stage_id, status, output, error, error_type, attempts,
                                   input_tokens, output_tokens, cost_usd, duration_ms
                            FROM cells WHERE {cond} ORDER BY item_key, stage_id LIMIT 500""", params)
     calls = _rows(con, f"""SELECT call_id, item_key, stage_id, agent, alias, model, attempt, purpose,
                                   request, response, status, error, error_type, input_tokens,
-                                  output_tokens, cost_usd, latency_ms, wait_ms, cache_hit, started_at
+                                  output_tokens, cost_usd, latency_ms, wait_ms, cache_hit, started_at,
+                                  span_id
                            FROM llm_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
     tools = _rows(con, f"""SELECT tool_call_id, item_key, stage_id, agent, llm_call_id, tool, arguments,
-                                  result, result_chars, status, error, duration_ms, idempotency_key
+                                  result, result_chars, status, error, duration_ms, idempotency_key,
+                                  span_id, child_span_id
                            FROM tool_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
+    spans = _rows(con, f"""SELECT span_id, item_key, stage_id, parent_span_id, agent, role, depth,
+                                  round, task, status, output, error, attempts, input_tokens,
+                                  output_tokens, cost_usd, started_at, duration_ms
+                           FROM spans WHERE {spans_cond} ORDER BY started_at LIMIT 2000""",
+                  spans_params)
+    for sp in spans:
+        sp["output"] = _json(sp["output"])
+        sp["started_at"] = sp["started_at"].isoformat(sep=" ") if sp["started_at"] else None
     for c in cells:
         c["output"] = _json(c["output"])
     for c in calls:
@@ -214,7 +241,8 @@ def _detail(con, run_id: str, stage: str | None, item: str | None) -> dict[str, 
         c["started_at"] = _iso(c["started_at"])
     for t in tools:
         t["arguments"] = _json(t["arguments"])
-    return {"stage": stage, "item": item, "cells": cells, "llm_calls": calls, "tool_calls": tools}
+    return {"stage": stage, "item": item, "cells": cells, "llm_calls": calls, "tool_calls": tools,
+            "spans": spans}
 
 
 def _stage_order(run: dict[str, Any]) -> list[str]:
@@ -262,11 +290,17 @@ def load_run_state(path: Path, run_id: str):
                            "FROM cells WHERE run_id = ?", [run_id])
         actions = _rows(con, "SELECT * FROM actions WHERE run_id = ?", [run_id])
         items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ?", [run_id])
+        spans = _rows(con, "SELECT span_id, status, output FROM spans WHERE run_id = ? "
+                           "AND status = 'ok'", [run_id])
+        outputs = _rows(con, "SELECT stage_id, status, output FROM run_outputs WHERE run_id = ?",
+                        [run_id])
     prior = {(c["item_key"], c["stage_id"]): {**c, "output": _json(c["output"])} for c in cells}
     ledger = {a["idempotency_key"]: {**a, "arguments": _json(a["arguments"]),
                                      "result": _json(a["result"])} for a in actions}
     rows = {i["item_key"]: _json(i["input"]) for i in items}
-    return run, prior, ledger, rows
+    done_spans = {s["span_id"]: {**s, "output": _json(s["output"])} for s in spans}
+    run_outputs = {o["stage_id"]: {**o, "output": _json(o["output"])} for o in outputs}
+    return run, prior, ledger, rows, done_spans, run_outputs
 
 
 def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
@@ -346,3 +380,35 @@ def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] |
             req.setdefault("model", r[2])
             by_cell.setdefault((r[3], r[4]), []).append(req)
     return run_id, by_hash, by_cell
+
+
+def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[str, Any]:
+    """What `agentctl export` writes: a reduce stage's run-level output, or one row per account
+    with its input and its stage outputs (one stage, or every stage)."""
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            raise NotFound("this run log has no runs yet; start one with `agentctl run`")
+        run_id = resolve_run_id(con, run_id)
+        run = get_run(con, run_id)
+        order = _stage_order(run)
+        if stage is not None and order and stage not in order:
+            raise NotFound(f"run {run_id} has no stage '{stage}'; stages: {', '.join(order)}")
+        if stage is not None:
+            out = _rows(con, "SELECT status, output, error, items FROM run_outputs "
+                             "WHERE run_id = ? AND stage_id = ?", [run_id, stage])
+            if out:
+                return {"run_id": run_id, "stage": stage, "run_output": {**out[0], "output": _json(out[0]["output"])}}
+        items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ? ORDER BY seq", [run_id])
+        where, params = "run_id = ?", [run_id]
+        if stage is not None:
+            where += " AND stage_id = ?"
+            params.append(stage)
+        cells = _rows(con, f"SELECT item_key, stage_id, status, output FROM cells WHERE {where}", params)
+    by_item: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        by_item.setdefault(c["item_key"], {})[c["stage_id"]] = {"status": c["status"],
+                                                                "output": _json(c["output"])}
+    stages = [stage] if stage is not None else order
+    rows = [{"item_key": i["item_key"], "input": _json(i["input"]),
+             "stages": {s: by_item.get(i["item_key"], {}).get(s) for s in stages}} for i in items]
+    return {"run_id": run_id, "stage": stage, "stages": stages, "rows": rows}

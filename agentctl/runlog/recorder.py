@@ -80,6 +80,12 @@ class RunRecorder:
     def action(self, row: dict[str, Any]) -> None:
         self.writer.add("actions", row)
 
+    def span(self, row: dict[str, Any]) -> None:
+        self.writer.add("spans", row)
+
+    def run_output(self, row: dict[str, Any]) -> None:
+        self.writer.add("run_outputs", row)
+
     def flush(self) -> None:
         self.writer.flush()
 

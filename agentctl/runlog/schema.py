@@ -117,4 +117,50 @@ CREATE TABLE actions (
     (2, "request hash for the response cache and replay", """
 ALTER TABLE llm_calls ADD COLUMN request_hash VARCHAR;  -- sha256 of model, messages, params, schema, tools
 """),
+    (3, "multi-agent stages: spans (agent turns), run-level outputs", """
+CREATE TABLE spans (
+    span_id        VARCHAR PRIMARY KEY,    -- deterministic: run + stage + item + place in the stage
+    run_id         VARCHAR NOT NULL,
+    item_key       VARCHAR,                -- NULL for a fan-in stage's run-level work (reduce)
+    stage_id       VARCHAR NOT NULL,
+    parent_span_id VARCHAR,                -- the agent that spawned this one (orchestrate, reduce tree)
+    agent          VARCHAR,
+    role           VARCHAR,                -- router | specialist | panelist | moderator | lead
+                                           -- | subagent | reduce | map | merge
+    depth          INTEGER,                -- 0 for the lead, 1 for its sub-agents, ...
+    round          INTEGER,                -- a panelist's discussion round
+    task           VARCHAR,                -- what it was asked (a sub-agent's task, a route's reason)
+    status         VARCHAR NOT NULL,       -- ok | failed | awaiting_approval
+    output         JSON,
+    error          VARCHAR,
+    error_type     VARCHAR,
+    attempts       INTEGER,                -- LLM calls of this turn (retries, repairs, tool rounds)
+    input_tokens   BIGINT,
+    output_tokens  BIGINT,
+    cost_usd       DOUBLE,                 -- this turn only (not its sub-agents); NULL = unpriced
+    started_at     TIMESTAMP,
+    ended_at       TIMESTAMP,
+    duration_ms    DOUBLE
+);
+CREATE TABLE run_outputs (
+    run_id        VARCHAR NOT NULL,
+    stage_id      VARCHAR NOT NULL,        -- a reduce stage: one output for the whole run
+    status        VARCHAR NOT NULL,        -- ok | failed | awaiting_approval
+    output        JSON,
+    error         VARCHAR,
+    error_type    VARCHAR,
+    items         INTEGER,                 -- accounts that went into it
+    attempts      INTEGER,
+    input_tokens  BIGINT,
+    output_tokens BIGINT,
+    cost_usd      DOUBLE,
+    started_at    TIMESTAMP,
+    ended_at      TIMESTAMP,
+    duration_ms   DOUBLE,
+    PRIMARY KEY (run_id, stage_id)
+);
+ALTER TABLE llm_calls ADD COLUMN span_id VARCHAR;  -- the agent turn (spans) this call belongs to
+ALTER TABLE tool_calls ADD COLUMN span_id VARCHAR;  -- the agent turn that made the call
+ALTER TABLE tool_calls ADD COLUMN child_span_id VARCHAR;  -- spawn: the sub-agent it started (status refused | reused too)
+"""),
 ]

@@ -38,14 +38,28 @@ COLUMNS: dict[str, dict[str, str]] = {
         "error": "VARCHAR", "error_type": "VARCHAR", "input_tokens": "BIGINT",
         "output_tokens": "BIGINT", "cost_usd": "DOUBLE", "latency_ms": "DOUBLE",
         "wait_ms": "DOUBLE", "cache_hit": "BOOLEAN", "started_at": "TIMESTAMP",
-        "request_hash": "VARCHAR",
+        "request_hash": "VARCHAR", "span_id": "VARCHAR",
     },
     "tool_calls": {
         "tool_call_id": "VARCHAR", "run_id": "VARCHAR", "item_key": "VARCHAR",
         "stage_id": "VARCHAR", "agent": "VARCHAR", "llm_call_id": "VARCHAR", "tool": "VARCHAR",
         "arguments": "JSON", "result": "VARCHAR", "result_chars": "INTEGER", "status": "VARCHAR",
         "error": "VARCHAR", "duration_ms": "DOUBLE", "idempotency_key": "VARCHAR",
-        "started_at": "TIMESTAMP",
+        "started_at": "TIMESTAMP", "span_id": "VARCHAR", "child_span_id": "VARCHAR",
+    },
+    "spans": {
+        "span_id": "VARCHAR", "run_id": "VARCHAR", "item_key": "VARCHAR", "stage_id": "VARCHAR",
+        "parent_span_id": "VARCHAR", "agent": "VARCHAR", "role": "VARCHAR", "depth": "INTEGER",
+        "round": "INTEGER", "task": "VARCHAR", "status": "VARCHAR", "output": "JSON",
+        "error": "VARCHAR", "error_type": "VARCHAR", "attempts": "INTEGER",
+        "input_tokens": "BIGINT", "output_tokens": "BIGINT", "cost_usd": "DOUBLE",
+        "started_at": "TIMESTAMP", "ended_at": "TIMESTAMP", "duration_ms": "DOUBLE",
+    },
+    "run_outputs": {
+        "run_id": "VARCHAR", "stage_id": "VARCHAR", "status": "VARCHAR", "output": "JSON",
+        "error": "VARCHAR", "error_type": "VARCHAR", "items": "INTEGER", "attempts": "INTEGER",
+        "input_tokens": "BIGINT", "output_tokens": "BIGINT", "cost_usd": "DOUBLE",
+        "started_at": "TIMESTAMP", "ended_at": "TIMESTAMP", "duration_ms": "DOUBLE",
     },
     "actions": {
         "idempotency_key": "VARCHAR", "run_id": "VARCHAR", "item_key": "VARCHAR",
@@ -56,7 +70,8 @@ COLUMNS: dict[str, dict[str, str]] = {
 }
 # Tables whose rows are final states keyed by a primary key: a newer row replaces the old one.
 REPLACING = {"cells": ("run_id", "item_key", "stage_id"), "actions": ("idempotency_key",),
-             "items": ("run_id", "item_key")}
+             "items": ("run_id", "item_key"), "spans": ("span_id",),
+             "run_outputs": ("run_id", "stage_id")}
 JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in COLUMNS.items()}
 
 

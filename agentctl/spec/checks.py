@@ -14,66 +14,19 @@ that says how many more there are.
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import jinja2
 
-from agentctl.errors import SpecError
 from agentctl.spec import templates
-from agentctl.spec.models import AgentStage, Pipeline, SelectStage
+from agentctl.spec.models import Pipeline
 from agentctl.spec.outputs import output_fields
+from agentctl.spec.problems import Problem, _raise, did_you_mean, first_error, join_path  # noqa: F401
+from agentctl.stages import PromptSlot, stage_type
 
 if TYPE_CHECKING:
     from agentctl.spec.loader import SourceMap
-
-
-@dataclass
-class Problem:
-    path: str
-    message: str
-    hint: str | None = None
-    line: int | None = None   # set for template problems (a line inside the prompt)
-    file: str | None = None   # set when the problem is in a prompt file, not the spec
-
-
-def first_error(problems: list[Problem], src: "SourceMap") -> SpecError:
-    def position(p: Problem) -> tuple[float, float]:
-        spec_line = src.line(p.path)
-        return (spec_line if spec_line is not None else float("inf"), p.line or 0)
-
-    first = min(problems, key=position)
-    more = len(problems) - 1
-    message = first.message + (f" (+{more} more error{'s' if more > 1 else ''})" if more else "")
-    line = first.line if first.line is not None else src.line(first.path)
-    return SpecError(message, file=first.file or src.file, path=first.path, line=line,
-                     hint=first.hint)
-
-
-def _raise(problems: list[Problem], src: "SourceMap") -> None:
-    if problems:
-        raise first_error(problems, src)
-
-
-def did_you_mean(word: Any, choices: Any, *, what: str = "") -> str:
-    choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    listed = ", ".join(choices) if choices else "(none)"
-    return f"known {what}: {listed}" if what else f"expected one of: {listed}"
-
-
-def join_path(parent: str, key: Any, *, index: bool = False) -> str:
-    """Extend a YAML path: ``stages`` + 0 -> ``stages[0]``; ``agents`` + ``w`` -> ``agents.w``."""
-    if index:
-        return f"{parent}[{key}]"
-    key = str(key)
-    if not key or re.search(r"[.\[\]\"'\s]", key):
-        key = '["' + key.replace('"', '\\"') + '"]'
-        return parent + key
-    return f"{parent}.{key}" if parent else key
 
 
 # --- structure and graph ------------------------------------------------------------------
@@ -136,11 +89,12 @@ def _check_agent_models(pipeline: Pipeline) -> list[Problem]:
     if pipeline.defaults.model is not None:
         return []
     found = []
+    refs = [ref for s in pipeline.stages for ref in stage_type(s).agents(s)]
     for name, agent in pipeline.agents.items():
         if agent.model is not None:
             continue
-        using = [s for s in pipeline.stages if isinstance(s, AgentStage) and s.agent == name]
-        if not using or any(s.model is None for s in using):
+        using = [ref for ref in refs if ref.name == name]
+        if not using or any(ref.model is None for ref in using):
             found.append(Problem(join_path("agents", name),
                                  f"no model for agent '{name}': it has no 'model' and "
                                  "defaults.model is not set",
@@ -179,42 +133,18 @@ def _check_stages(pipeline: Pipeline) -> list[Problem]:
                 found.append(Problem(path, f"stage '{stage.id}' lists '{need}' twice in needs",
                                      "remove the repeat"))
             seen.add(need)
-        if isinstance(stage, AgentStage):
-            if stage.agent not in pipeline.agents:
-                found.append(Problem(f"{here}.agent", f"unknown agent '{stage.agent}'",
-                                     did_you_mean(stage.agent, pipeline.agents,
+        kind = stage_type(stage)
+        for ref in kind.agents(stage):
+            if ref.name not in pipeline.agents:
+                found.append(Problem(f"{here}.{ref.path}", f"unknown agent '{ref.name}'",
+                                     did_you_mean(ref.name, pipeline.agents,
                                                   what="agents (under agents:)")))
-            if stage.model is not None:
-                problem = _alias_problem(stage.model, f"{here}.model", pipeline)
-                found.extend([problem] if problem else [])
-        else:
-            found.extend(_check_select(pipeline, i, stage))
+        model = getattr(stage, "model", None)
+        if model is not None:
+            problem = _alias_problem(model, f"{here}.model", pipeline)
+            found.extend([problem] if problem else [])
+        found.extend(kind.check(stage, here, pipeline))
     return found
-
-
-def _check_select(pipeline: Pipeline, i: int, stage: SelectStage) -> list[Problem]:
-    if stage.by is None:
-        return []
-    path = f"stages[{i}].by"
-    match = re.fullmatch(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)", stage.by)
-    if not match:
-        return [Problem(path, f"'by: {stage.by}' is not of the form <stage>.<field>",
-                        "e.g. 'by: score.score'")]
-    source, name = match.groups()
-    if source not in stage.needs:
-        return [Problem(path, f"'by' ranks on stage '{source}', which stage '{stage.id}' "
-                              "does not list in needs", f"add '{source}' to needs")]
-    try:
-        fields = output_fields(pipeline.stage(source))
-    except KeyError:
-        return []  # reported as an unknown need
-    if name not in fields:
-        return [Problem(path, f"stage '{source}' has no output field '{name}'",
-                        did_you_mean(name, fields, what=f"fields of '{source}'"))]
-    if fields[name].type == "list":
-        return [Problem(path, f"'{stage.by}' is a list and cannot be ranked",
-                        "rank on an int, float, bool, enum or str field")]
-    return []
 
 
 def _topological(pipeline: Pipeline, src: "SourceMap") -> list[str]:
@@ -289,27 +219,39 @@ class _Where:
                        line=self.src.template_line(self.path, template_line or 1))
 
 
-def _check_refs(refs: templates.TemplateRefs, what: str, stage: AgentStage | SelectStage,
-                pipeline: Pipeline, at: _Where) -> list[Problem]:
+def _check_refs(refs: templates.TemplateRefs, what: str, stage: Any, pipeline: Pipeline,
+                at: _Where, slot: PromptSlot | None = None) -> list[Problem]:
     found = []
     stage_ids = {s.id for s in pipeline.stages}
-    allowed = set(templates.CONTEXT_NAMES) | set(stage.needs) | templates.allowed_globals()
+    item_scope = slot is None or slot.item_scope
+    extra = set(slot.names) if slot else set()
+    base = set(templates.CONTEXT_NAMES) if item_scope else {"run"}
+    needs = set(stage.needs) if item_scope else set()
+    allowed = base | needs | extra | templates.allowed_globals()
     for root, line in refs.roots.items():
         if root in allowed:
             continue
-        if root == stage.id:
+        if not item_scope and (root in templates.CONTEXT_NAMES or root in stage.needs):
+            found.append(at.problem(f"{what} uses '{root}', but a {stage.type} stage's {what} "
+                                    f"sees {', '.join(sorted(extra))} and run, not one account",
+                                    f"loop over them, e.g. {{% for it in {sorted(extra)[-1]} %}}"
+                                    f"{{{{ it.{root if root != 'item' else 'account'} }}}}{{% endfor %}}",
+                                    line))
+        elif root == stage.id:
             found.append(at.problem(f"{what} uses '{root}', the stage's own output",
                                     "a stage can only read the stages it needs", line))
         elif root in stage_ids:
             found.append(at.problem(f"{what} uses '{root}' but stage '{stage.id}' does not "
                                     "list it in needs", f"add '{root}' to needs", line))
         else:
-            names = [*templates.CONTEXT_NAMES, *stage.needs]
+            names = [*sorted(base), *stage.needs, *sorted(extra)] if item_scope else [*sorted(extra), "run"]
             found.append(at.problem(f"{what} uses unknown name '{root}'",
                                     did_you_mean(root, names, what="names here"), line))
     required = pipeline.input.required
     for root, key, line in refs.attrs:
-        if root in ("account", "item") and required:
+        if root in extra:
+            continue
+        if root in ("account", "item") and required and item_scope:
             columns = [*required, pipeline.input.key]
             if key not in columns:
                 close = difflib.get_close_matches(key, columns, n=1, cutoff=0.6)
@@ -321,7 +263,7 @@ def _check_refs(refs: templates.TemplateRefs, what: str, stage: AgentStage | Sel
             found.append(at.problem(f"run.{key} does not exist",
                                     did_you_mean(key, templates.RUN_FIELDS, what="run fields"),
                                     line))
-        elif root in stage.needs and root in stage_ids:
+        elif root in needs and root in stage_ids:
             fields = output_fields(pipeline.stage(root))
             if key not in fields:
                 found.append(at.problem(f"stage '{root}' has no output field '{key}'",
@@ -330,8 +272,8 @@ def _check_refs(refs: templates.TemplateRefs, what: str, stage: AgentStage | Sel
     return found
 
 
-def _check_one(text: str, kind: str, stage: AgentStage | SelectStage, pipeline: Pipeline,
-               at: _Where, parse: Callable[[str], Any]) -> list[Problem]:
+def _check_one(text: str, kind: str, stage: Any, pipeline: Pipeline, at: _Where,
+               parse: Callable[[str], Any], slot: PromptSlot | None = None) -> list[Problem]:
     try:
         ast = parse(text)
         refs = templates.template_refs(ast)
@@ -339,7 +281,7 @@ def _check_one(text: str, kind: str, stage: AgentStage | SelectStage, pipeline: 
         return [at.problem(f"{kind} does not parse: {exc.message}",
                            "check the Jinja2 syntax: {{ value }}, {% if %}...{% endif %}",
                            exc.lineno)]
-    return _check_refs(refs, kind, stage, pipeline, at)
+    return _check_refs(refs, kind, stage, pipeline, at, slot)
 
 
 def check_templates(pipeline: Pipeline, prompts: dict[str, str], prompt_files: dict[str, str],
@@ -348,17 +290,19 @@ def check_templates(pipeline: Pipeline, prompts: dict[str, str], prompt_files: d
     found: list[Problem] = []
     for i, stage in enumerate(pipeline.stages):
         here = f"stages[{i}]"
-        if isinstance(stage, AgentStage):
-            if stage.id in prompt_files:
-                at = _Where(f"{here}.prompt_file", src, prompt_files[stage.id])
+        kind = stage_type(stage)
+        for slot in kind.prompt_slots(stage):
+            if slot.key not in prompts:
+                continue
+            if slot.key in prompt_files:
+                at = _Where(f"{here}.{slot.file_path}", src, prompt_files[slot.key])
             else:
-                at = _Where(f"{here}.prompt", src)
-            found += _check_one(prompts[stage.id], "prompt", stage, pipeline, at,
-                                templates.parse_template)
-        else:
-            if stage.where is not None:
-                found += _check_one(stage.where, "'where'", stage, pipeline,
-                                    _Where(f"{here}.where", src), templates.parse_expression)
+                at = _Where(f"{here}.{slot.path}", src)
+            found += _check_one(prompts[slot.key], slot.what, stage, pipeline, at,
+                                templates.parse_template, slot)
+        for path, expr, label in kind.conditions(stage):
+            found += _check_one(expr, label, stage, pipeline, _Where(f"{here}.{path}", src),
+                                templates.parse_expression)
         if stage.when is not None:
             found += _check_one(stage.when, "'when'", stage, pipeline,
                                 _Where(f"{here}.when", src), templates.parse_expression)

@@ -23,9 +23,8 @@ import yaml
 from agentctl.errors import ConfigError, SpecError
 from agentctl.spec import checks
 from agentctl.spec.checks import Problem, did_you_mean, join_path
-from agentctl.spec.models import (
-    OUTPUT_TYPES, STAGE_TYPES, AgentStage, Pipeline, SelectStage,
-)
+from agentctl.spec.models import OUTPUT_TYPES, Pipeline
+from agentctl.stages import STAGE_MODELS, STAGE_TYPES, stage_type
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -186,7 +185,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
         elif origin is list:
             tp = typing.get_args(tp)[0]
         elif origin in (typing.Union, types.UnionType):
-            tp = {"agent": AgentStage, "select": SelectStage}.get(part)
+            tp = STAGE_MODELS.get(part)
         else:
             return None
     tp = _unwrap(tp)
@@ -230,10 +229,11 @@ def _describe(err: dict[str, Any], data: Any, path: str, src: SourceMap) -> tupl
         model = _model_at(loc[:-1])
         fields = list(model.model_fields) if model else []
         hint = did_you_mean(key, fields, what="keys")
-        other = {AgentStage: SelectStage, SelectStage: AgentStage}.get(model)  # type: ignore[arg-type]
-        if other and key in other.model_fields and key not in fields:
-            kind_name = "agent" if other is AgentStage else "select"
-            hint = f"'{key}' belongs to {kind_name} stages; set 'type: {kind_name}' or remove it"
+        if model in STAGE_MODELS.values() and key not in fields:
+            owners = [k for k, m in STAGE_MODELS.items() if key in m.model_fields]
+            if owners:
+                kinds = " or ".join(owners)
+                hint = f"'{key}' belongs to {kinds} stages; set 'type: {owners[0]}' or remove it"
         return f"unknown key '{key}'", hint
     if kind == "missing":
         if key == "agent" and isinstance(data.get("agents"), dict):
@@ -377,14 +377,25 @@ class LoadedSpec:
                         allowed=_allowed_roots(self.pipeline, self.path.parent, self.source))
 
     def model_alias(self, stage_id: str) -> str:
-        """The model alias a stage runs with: stage.model, else its agent's, else defaults."""
-        stage = self.pipeline.stage(stage_id)
-        if not isinstance(stage, AgentStage):
+        """The model alias a single-agent stage runs with: stage.model, else its agent's,
+        else defaults (see `model_aliases` for stages that call several agents)."""
+        aliases = self.model_aliases(stage_id)
+        if not aliases:
+            stage = self.pipeline.stage(stage_id)
             raise ValueError(f"stage '{stage_id}' is a {stage.type} stage and calls no model")
-        agent = self.pipeline.agents[stage.agent]
-        alias = stage.model or agent.model or self.pipeline.defaults.model
-        assert alias is not None  # checks.py guarantees one
-        return alias
+        return aliases[0]
+
+    def model_aliases(self, stage_id: str) -> list[str]:
+        """Every model alias a stage may call, in the order its agents are named."""
+        stage = self.pipeline.stage(stage_id)
+        out: list[str] = []
+        for ref in stage_type(stage).agents(stage):
+            agent = self.pipeline.agents[ref.name]
+            alias = ref.model or agent.model or self.pipeline.defaults.model
+            assert alias is not None  # checks.py guarantees one
+            if alias not in out:
+                out.append(alias)
+        return out
 
 
 def _read(path: Path, *, what: str, yaml_path: str, src: SourceMap) -> str:
@@ -415,16 +426,15 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
     prompts: dict[str, str] = {}
     prompt_files: dict[str, str] = {}
     for i, stage in enumerate(pipeline.stages):
-        if not isinstance(stage, AgentStage):
-            continue
-        if stage.prompt_file is not None:
-            where = f"stages[{i}].prompt_file"
-            file = _resolve(base, stage.prompt_file, what="prompt file", yaml_path=where,
-                            src=src, must_exist=True, allowed=allowed)
-            prompts[stage.id] = _read(file, what="prompt file", yaml_path=where, src=src)
-            prompt_files[stage.id] = _file_display(src, stage.prompt_file)
-        else:
-            prompts[stage.id] = stage.prompt or ""
+        for slot in stage_type(stage).prompt_slots(stage):
+            if slot.file is not None:
+                where = f"stages[{i}].{slot.file_path}"
+                file = _resolve(base, slot.file, what=f"{slot.what} file", yaml_path=where,
+                                src=src, must_exist=True, allowed=allowed)
+                prompts[slot.key] = _read(file, what=f"{slot.what} file", yaml_path=where, src=src)
+                prompt_files[slot.key] = _file_display(src, slot.file)
+            elif slot.text is not None:
+                prompts[slot.key] = slot.text
     systems: dict[str, str] = {}
     for name, agent in pipeline.agents.items():
         if agent.system_file is not None:

@@ -1,24 +1,24 @@
 """Pydantic models of the pipeline YAML. Every model forbids unknown keys.
 
 Cross-field checks (graph, aliases, template variables, files) live in ``checks.py``;
-loading with file/YAML-path/line errors lives in ``loader.py``.
+loading with file/YAML-path/line errors lives in ``loader.py``. The stage models live with
+their stage types in ``agentctl/stages`` (one module per `type:`); ``Stage`` is their union.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag,
-                      field_validator, model_validator)
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
-Ident = Annotated[str, Field(pattern=IDENT)]
-ToolName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)?$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+from agentctl.spec.base import (  # noqa: F401  (re-exported: the spec's public names)
+    IDENT, OUTPUT_TYPES, Ident, OutputField, StageBase, Strict, ToolName,
+)
+from agentctl.stages import (  # noqa: F401
+    STAGE_TYPES, AgentStage, OrchestrateStage, PanelStage, ReduceStage, RouteStage, SelectStage,
+    Stage,
+)
 
 
 # --- models and limits --------------------------------------------------------------------
@@ -110,120 +110,6 @@ class Agent(Strict):
         return self
 
 
-# --- output schemas -----------------------------------------------------------------------
-
-class OutputField(Strict):
-    type: Literal["str", "int", "float", "bool", "list", "enum"]
-    description: str | None = None
-    required: bool = True
-    min: float | None = None
-    max: float | None = None
-    min_length: int | None = Field(default=None, ge=0)
-    max_length: int | None = Field(default=None, ge=0)
-    # Strict so that YAML's `yes`/`no` are refused instead of silently becoming 1/0.
-    values: list[StrictStr | StrictInt] | None = None
-    items: Literal["str", "int", "float", "bool"] = "str"
-    min_items: int | None = Field(default=None, ge=0)
-    max_items: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "OutputField":
-        if self.type == "enum" and not self.values:
-            raise ValueError("an enum field needs 'values: [...]'")
-        if self.type != "enum" and self.values is not None:
-            raise ValueError("'values' is only for type enum")
-        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
-            raise ValueError("'min'/'max' are only for int and float fields")
-        if (self.min_length is not None or self.max_length is not None) and self.type != "str":
-            raise ValueError("'min_length'/'max_length' are only for str fields")
-        if (self.min_items is not None or self.max_items is not None) and self.type != "list":
-            raise ValueError("'min_items'/'max_items' are only for list fields")
-        if "items" in self.model_fields_set and self.type != "list":
-            raise ValueError("'items' is only for list fields")
-        for low, high in (("min", "max"), ("min_length", "max_length"), ("min_items", "max_items")):
-            lo, hi = getattr(self, low), getattr(self, high)
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"{low} ({lo}) is greater than {high} ({hi})")
-        return self
-
-
-OUTPUT_TYPES = ("str", "int", "float", "bool", "list", "enum")
-
-
-def _coerce_field(v: Any) -> Any:
-    # `summary: str` is shorthand for `summary: {type: str}`
-    return {"type": v} if isinstance(v, str) else v
-
-
-# --- stages -------------------------------------------------------------------------------
-
-class StageBase(Strict):
-    id: Ident
-    needs: list[str] = Field(default_factory=list)
-    when: str | None = Field(default=None, description="Jinja2 expression; false skips the item")
-    description: str | None = None
-
-
-class AgentStage(StageBase):
-    type: Literal["agent"] = "agent"
-    agent: str
-    prompt: str | None = None
-    prompt_file: str | None = None
-    output: dict[Ident, OutputField] = Field(default_factory=dict)
-    model: str | None = Field(default=None, description="model alias overriding the agent's")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, gt=0)
-    timeout: float | None = Field(default=None, gt=0)
-    concurrency: int | None = Field(default=None, gt=0)
-    max_repairs: int | None = Field(default=None, ge=0, le=10)
-    approval: Literal["required", "auto", "dry_run"] | None = None
-
-    @field_validator("output", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: _coerce_field(f) for k, f in v.items()}
-        return v
-
-    @model_validator(mode="after")
-    def _one_prompt(self) -> "AgentStage":
-        if self.prompt is None and self.prompt_file is None:
-            raise ValueError("an agent stage needs 'prompt' or 'prompt_file'")
-        if self.prompt is not None and self.prompt_file is not None:
-            raise ValueError("give either 'prompt' or 'prompt_file', not both")
-        return self
-
-
-class SelectStage(StageBase):
-    """Fan-in over all items: keep the top K by a field, and/or those matching ``where``."""
-    type: Literal["select"]
-    by: str | None = Field(default=None, description="stage.field to rank by, e.g. score.score")
-    top: int | None = Field(default=None, gt=0)
-    order: Literal["desc", "asc"] = "desc"
-    where: str | None = Field(default=None, description="Jinja2 expression an item must satisfy")
-
-    @model_validator(mode="after")
-    def _something(self) -> "SelectStage":
-        if self.top is None and self.where is None:
-            raise ValueError("a select stage needs 'top' (with 'by') and/or 'where'")
-        if self.top is not None and self.by is None:
-            raise ValueError("'top' needs 'by: <stage>.<field>' to rank on")
-        return self
-
-
-def _stage_kind(v: Any) -> str:
-    if isinstance(v, dict):
-        return v.get("type", "agent")
-    return getattr(v, "type", "agent")
-
-
-Stage = Annotated[
-    Union[Annotated[AgentStage, Tag("agent")], Annotated[SelectStage, Tag("select")]],
-    Discriminator(_stage_kind),
-]
-STAGE_TYPES = ("agent", "select")
-
-
 # --- the pipeline -------------------------------------------------------------------------
 
 class Pipeline(Strict):
@@ -250,7 +136,7 @@ class Pipeline(Strict):
             return {k: ({"model": m} if isinstance(m, str) else m) for k, m in v.items()}
         return v
 
-    def stage(self, stage_id: str) -> AgentStage | SelectStage:
+    def stage(self, stage_id: str) -> Any:
         for s in self.stages:
             if s.id == stage_id:
                 return s

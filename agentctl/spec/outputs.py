@@ -3,7 +3,9 @@ the reply). Failures become ``OutputInvalid`` with one short line per problem, w
 can go straight back to the model in a repair prompt.
 
 A stage with an empty ``output`` is free text: its output is ``{"text": "..."}``.
-A select stage's output is ``{"selected": bool, "rank": int | None}``.
+What a stage *type* outputs (a select stage's ``{"selected", "rank"}``, a route stage's
+``route``) comes from its entry in the stage registry (``agentctl/stages``); the functions
+here take either a stage or a plain ``{name: OutputField}`` mapping.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from agentctl.errors import OutputInvalid
-from agentctl.spec.models import AgentStage, OutputField, SelectStage
+from agentctl.spec.base import OutputField
 
 _JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
                "list": "array"}
@@ -27,15 +29,25 @@ SELECT_FIELDS = {"selected": OutputField(type="bool"),
                  "rank": OutputField(type="int", required=False, min=1)}
 
 
-def output_fields(stage: AgentStage | SelectStage) -> dict[str, OutputField]:
-    """The fields later stages can read from this stage's output."""
-    if isinstance(stage, SelectStage):
-        return SELECT_FIELDS
-    return stage.output or TEXT_FIELDS
+Fields = dict[str, OutputField]
 
 
-def is_free_text(stage: AgentStage) -> bool:
-    return not stage.output
+def output_fields(stage: Any) -> Fields:
+    """The fields later stages can read from this stage's output (per its stage type)."""
+    from agentctl.stages import stage_type
+
+    return stage_type(stage).output_fields(stage)
+
+
+def _fields(stage_or_fields: Any) -> Fields:
+    return stage_or_fields if isinstance(stage_or_fields, dict) else output_fields(stage_or_fields)
+
+
+def is_free_text(stage_or_fields: Any) -> bool:
+    """An agent whose output block is empty answers in prose: ``{"text": reply}``."""
+    if isinstance(stage_or_fields, dict):
+        return stage_or_fields is TEXT_FIELDS or not stage_or_fields
+    return getattr(stage_or_fields, "type", None) == "agent" and not stage_or_fields.output
 
 
 # --- JSON Schema --------------------------------------------------------------------------
@@ -74,8 +86,8 @@ def _field_schema(f: OutputField) -> dict[str, Any]:
     return schema
 
 
-def output_json_schema(stage: AgentStage | SelectStage) -> dict[str, Any]:
-    fields = output_fields(stage)
+def output_json_schema(stage: Any) -> dict[str, Any]:
+    fields = _fields(stage)
     return {
         "type": "object",
         "properties": {name: _field_schema(f) for name, f in fields.items()},
@@ -107,23 +119,25 @@ def _field_info(f: OutputField) -> Any:
     return Field(**{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 
 
-def _build_model(stage: AgentStage | SelectStage) -> type[pydantic.BaseModel]:
+def _build_model(name: str, fields: Fields) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {}
-    for name, f in output_fields(stage).items():
+    for field_name, f in fields.items():
         annotation = _annotation(f)
-        definitions[name] = (annotation if f.required else Optional[annotation], _field_info(f))
+        definitions[field_name] = (annotation if f.required else Optional[annotation], _field_info(f))
     return pydantic.create_model(  # type: ignore[call-overload]
-        f"{stage.id}_output", __config__=ConfigDict(extra="forbid"), **definitions)
+        f"{name}_output", __config__=ConfigDict(extra="forbid"), **definitions)
 
 
-# Keyed by id(); the stage is kept alongside so a recycled id can never hit a stale model.
-_MODELS: dict[int, tuple[AgentStage | SelectStage, type[pydantic.BaseModel]]] = {}
+# Keyed by id(); the key object is kept alongside so a recycled id can never hit a stale model.
+_MODELS: dict[int, tuple[Any, type[pydantic.BaseModel]]] = {}
 
 
-def output_model(stage: AgentStage | SelectStage) -> type[pydantic.BaseModel]:
+def output_model(stage: Any, name: str | None = None) -> type[pydantic.BaseModel]:
+    """The pydantic model of a stage's (or a field mapping's) output; built once per object."""
     cached = _MODELS.get(id(stage))
     if cached is None or cached[0] is not stage:
-        cached = _MODELS[id(stage)] = (stage, _build_model(stage))
+        label = name or getattr(stage, "id", "reply")
+        cached = _MODELS[id(stage)] = (stage, _build_model(label, _fields(stage)))
     return cached[1]
 
 
@@ -143,9 +157,9 @@ def _invalid(problems: list[str]) -> OutputInvalid:
     return exc
 
 
-def validate_output(stage: AgentStage | SelectStage, data: Any) -> dict[str, Any]:
+def validate_output(stage: Any, data: Any) -> dict[str, Any]:
     """Check a decoded reply against the stage's schema; returns the validated dict."""
-    if isinstance(stage, AgentStage) and is_free_text(stage) and isinstance(data, str):
+    if is_free_text(stage) and isinstance(data, str):
         data = {"text": data}
     if not isinstance(data, dict):
         raise _invalid([f"reply must be a JSON object, got {type(data).__name__}"])
@@ -169,12 +183,20 @@ def strip_fences(text: str) -> str:
     return (match.group(1) if match else text).strip()
 
 
-def parse_output(stage: AgentStage | SelectStage, text: str) -> dict[str, Any]:
+def parse_output(stage: Any, text: str) -> dict[str, Any]:
     """Decode a model's reply (JSON, possibly fenced or wrapped in prose) and validate it.
 
     A free-text stage takes the reply as is: ``{"text": reply}``.
     """
-    if isinstance(stage, AgentStage) and is_free_text(stage):
+    if is_free_text(stage):
+        body = strip_fences(text)
+        if body.startswith("{") and '"text"' in body:  # the requested {"text": ...} object
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and set(data) == {"text"} and isinstance(data["text"], str):
+                return validate_output(stage, {"text": data["text"].strip()})
         return validate_output(stage, {"text": text.strip()})
     return validate_output(stage, _loads(strip_fences(text)))
 

@@ -26,8 +26,9 @@ def _append(name: str, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _hang_first_call() -> None:
-    """The first call of all (across processes) creates ``hung`` and then waits for ``release``.
+def _hang_first_call(item: str = "") -> None:
+    """The first call of all (across processes) creates ``hung`` (holding its item) and then
+    waits for ``release``.
 
     The runner flushes the action's intent row before it calls the tool, so once ``hung``
     exists the test knows it can kill the process inside the intent -> done window."""
@@ -35,7 +36,7 @@ def _hang_first_call() -> None:
         fd = os.open(_dir() / "hung", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, item.encode())
     os.close(fd)
     deadline = time.monotonic() + RELEASE_WAIT_S
     while not (_dir() / "release").exists() and time.monotonic() < deadline:
@@ -79,5 +80,5 @@ def apply_blind(item: str) -> dict:
     """A side effect that cannot deduplicate (no ToolContext): every call applies it again."""
     _append("invocations.jsonl", {"item": item, "pid": os.getpid()})
     _append("effects.jsonl", {"item": item})
-    _hang_first_call()
+    _hang_first_call(item)
     return {"item": item, "applied": True}

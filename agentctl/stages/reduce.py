@@ -1,0 +1,153 @@
+"""`type: reduce`: fan-in over every account that reached it, into ONE run-level output (a
+report over the top 10, a summary of the whole list).
+
+The prompt sees `items`: one entry per account, in input order, each with `key`, `account`
+and the outputs of the stages the reduce needs. When the rendered prompt would exceed
+`max_input_tokens`, the items are mapped in batches of `batch_size` (same prompt, same
+output schema, in parallel) and the partial outputs merged (`merge_prompt`, which sees
+`partials`), in as many levels as it takes. The result is stored once, in `run_outputs`;
+the accounts' own `cells` rows say they were included, and later per-account stages read the
+run-level output under the stage id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agentctl.agents import CellFailed
+from agentctl.engine.cell import CellResult
+from agentctl.errors import AgentctlError, ProviderError
+from agentctl.runlog.writer import utcnow
+from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
+from agentctl.spec.outputs import TEXT_FIELDS
+from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
+
+
+class ReduceStage(StageBase):
+    type: Literal["reduce"]
+    agent: str = Field(description="the agent that writes the run-level output")
+    prompt: str | None = Field(default=None, description=(
+        "Jinja2 template over `items` (each: key, account, and the needed stages' outputs)"))
+    prompt_file: str | None = None
+    merge_prompt: str | None = Field(default=None, description=(
+        "Jinja2 template over `partials` (batch outputs) and `items_count`; a built-in one if unset"))
+    merge_prompt_file: str | None = None
+    batch_size: int = Field(default=25, ge=2, le=10_000, description="items per map call when the prompt is too long")
+    max_input_tokens: int = Field(default=8000, gt=0, description=(
+        "above this estimated prompt size (4 characters a token), map-reduce in batches"))
+    output: dict[Ident, OutputField] = Field(default_factory=dict, description="the run-level output schema")
+    model: str | None = Field(default=None, description="model alias overriding the agent's")
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return output_block(v)
+
+    @model_validator(mode="after")
+    def _prompts(self) -> "ReduceStage":
+        check_one_prompt(self, what="a reduce stage")
+        check_one_prompt(self, what="a reduce stage", text="merge_prompt", required=False)
+        return self
+
+
+def _tokens(*texts: str) -> int:
+    return sum(len(t) for t in texts) // 4
+
+
+def _chunks(seq: list, size: int) -> list[list]:
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+class ReduceType(StageType):
+    kind = "reduce"
+    model = ReduceStage
+    summary = ("Fan-in over every account that reached it: one agent call (or a map-reduce "
+               "tree over `batch_size` batches when the prompt exceeds `max_input_tokens`) "
+               "producing one run-level output.")
+    fan_in = True
+
+    def agents(self, stage: ReduceStage) -> list[AgentRef]:
+        return [AgentRef("agent", stage.agent, stage.model)]
+
+    def prompt_slots(self, stage: ReduceStage) -> list[PromptSlot]:
+        return [PromptSlot(stage.id, "prompt", "prompt_file", stage.prompt, stage.prompt_file,
+                           names=("items",), item_scope=False),
+                PromptSlot(f"{stage.id}.merge", "merge_prompt", "merge_prompt_file",
+                           stage.merge_prompt, stage.merge_prompt_file,
+                           names=("partials", "items_count"), item_scope=False,
+                           what="merge prompt")]
+
+    def output_fields(self, stage: ReduceStage) -> Fields:
+        return stage.output or TEXT_FIELDS
+
+    def compile(self, stage: ReduceStage, build) -> Any:
+        return (build.profile(stage.agent, model=stage.model),
+                build.output(f"{stage.id}_output", self.output_fields(stage)))
+
+    async def decide(self, run) -> dict[str, CellResult]:
+        stage: ReduceStage = run.plan.stage
+        keys = [key for _, key, _ in run.items]
+        if not keys:
+            return {}
+        done = run.prior_output()
+        if done is not None:  # a resumed run: the reduce already finished
+            return {k: CellResult("ok", done["output"], log_output=False) for k in keys}
+        started_at, t0 = utcnow(), time.perf_counter()
+        items = [{"key": key, **{k: v for k, v in ctx.items() if k not in ("run", "item")}}
+                 for _, key, ctx in run.items]
+        try:
+            output = await self._reduce(run, stage, items)
+        except (CellFailed, ProviderError, AgentctlError) as exc:
+            kind = getattr(exc, "kind", None) or type(exc).__name__
+            run.record_output("failed", None, items=len(items), error=exc.message, error_type=kind,
+                              started_at=started_at, t0=t0)
+            return {k: CellResult("failed", error=f"reduce '{stage.id}' failed: {exc.message}",
+                                  error_type=kind) for k in keys}
+        run.record_output("awaiting_approval" if run.awaiting else "ok", output, items=len(items),
+                          started_at=started_at, t0=t0)
+        return {k: CellResult("ok", output, log_output=False) for k in keys}
+
+    async def _reduce(self, run, stage: ReduceStage, items: list[dict]) -> dict[str, Any]:
+        profile, output = run.plan.runtime
+        limit = stage.max_input_tokens
+        prompt = run.render(stage.id, items=items)
+        final = run.span("final")
+        if _tokens(profile.system, prompt) <= limit or len(items) <= 1:
+            return await run.agent(profile, prompt, output, role="reduce", span=final,
+                                   task=f"{len(items)} items")
+        batches = _chunks(items, stage.batch_size)
+        partials = list(await asyncio.gather(*(
+            run.agent(profile, run.render(stage.id, items=b), output, role="map", parent=final,
+                      span=run.span("map", i, depth=1), task=f"items {i * stage.batch_size + 1}-"
+                      f"{i * stage.batch_size + len(b)} of {len(items)}")
+            for i, b in enumerate(batches))))
+        level = 1
+        while True:
+            prompt = self._merge_prompt(run, stage, partials, len(items))
+            if _tokens(profile.system, prompt) <= limit or len(partials) <= 2:
+                return await run.agent(profile, prompt, output, role="merge", span=final,
+                                       task=f"{len(partials)} partials of {len(items)} items")
+            level += 1
+            groups = _chunks(partials, max(2, stage.batch_size))
+            partials = list(await asyncio.gather(*(
+                run.agent(profile, self._merge_prompt(run, stage, g, len(items)), output,
+                          role="merge", parent=final, span=run.span("merge", level, i, depth=1),
+                          task=f"level {level}: {len(g)} partials")
+                for i, g in enumerate(groups))))
+
+    def _merge_prompt(self, run, stage: ReduceStage, partials: list[dict], n: int) -> str:
+        slot = f"{stage.id}.merge"
+        if run.has_template(slot):
+            return run.render(slot, partials=partials, items_count=n)
+        body = "\n".join(f"{i}. {json.dumps(p, ensure_ascii=False)}" for i, p in enumerate(partials, 1))
+        return (f"The {n} items were too many for one request, so each batch was answered "
+                "separately in the required output format. Merge these partial results into "
+                f"one result over all {n} items:\n{body}")
+
+    def span_label(self, span: dict[str, Any]) -> str:
+        return f"{span.get('role')} {span.get('task') or ''}".strip()

@@ -1,0 +1,116 @@
+"""`type: select`: fan-in over every account; keep the top K by a field and/or those matching
+`where`. No model is called; the kept accounts go on, the rest are `filtered`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from agentctl.engine.cell import CellResult
+from agentctl.spec.base import OutputField, StageBase
+from agentctl.spec.problems import Problem, did_you_mean
+from agentctl.stages.base import Fields, StageType
+
+SELECT_FIELDS = {"selected": OutputField(type="bool"),
+                 "rank": OutputField(type="int", required=False, min=1)}
+
+
+class SelectStage(StageBase):
+    """Fan-in over all items: keep the top K by a field, and/or those matching ``where``."""
+    type: Literal["select"]
+    by: str | None = Field(default=None, description="stage.field to rank by, e.g. score.score")
+    top: int | None = Field(default=None, gt=0)
+    order: Literal["desc", "asc"] = "desc"
+    where: str | None = Field(default=None, description="Jinja2 expression an item must satisfy")
+
+    @model_validator(mode="after")
+    def _something(self) -> "SelectStage":
+        if self.top is None and self.where is None:
+            raise ValueError("a select stage needs 'top' (with 'by') and/or 'where'")
+        if self.top is not None and self.by is None:
+            raise ValueError("'top' needs 'by: <stage>.<field>' to rank on")
+        return self
+
+
+def check_field_ref(ref: str, path: str, stage: Any, pipeline: Any, *, key: str = "by",
+                    rankable: bool = True) -> list[Problem]:
+    """`<stage>.<field>` naming a needed stage's output field (select's `by`, reduce's)."""
+    from agentctl.spec.outputs import output_fields
+
+    match = re.fullmatch(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)", ref)
+    if not match:
+        return [Problem(path, f"'{key}: {ref}' is not of the form <stage>.<field>",
+                        "e.g. 'by: score.score'")]
+    source, name = match.groups()
+    if source not in stage.needs:
+        return [Problem(path, f"'{key}' ranks on stage '{source}', which stage '{stage.id}' "
+                              "does not list in needs", f"add '{source}' to needs")]
+    try:
+        fields = output_fields(pipeline.stage(source))
+    except KeyError:
+        return []  # reported as an unknown need
+    if name not in fields:
+        return [Problem(path, f"stage '{source}' has no output field '{name}'",
+                        did_you_mean(name, fields, what=f"fields of '{source}'"))]
+    if rankable and fields[name].type == "list":
+        return [Problem(path, f"'{ref}' is a list and cannot be ranked",
+                        "rank on an int, float, bool, enum or str field")]
+    return []
+
+
+def rank(items: list[tuple[int, str, dict]], by: str | None, order: str) -> list[tuple[int, str, dict]]:
+    """Items sorted by `<stage>.<field>` (missing values last, ties in input order)."""
+    if not by:
+        return sorted(items, key=lambda c: c[0])
+    sid, _, fld = by.partition(".")
+
+    def rank_key(c):
+        value = (c[2].get(sid) or {}).get(fld)
+        missing = value is None
+        if isinstance(value, bool):
+            value = int(value)
+        if order == "desc" and isinstance(value, (int, float)):
+            value = -value
+        return (missing, value if not missing else 0, c[0])
+
+    try:
+        return sorted(items, key=rank_key)
+    except TypeError:  # mixed types: compare as text
+        return sorted(items, key=lambda c: (str((c[2].get(sid) or {}).get(fld)), c[0]),
+                      reverse=order == "desc")
+
+
+class SelectType(StageType):
+    kind = "select"
+    model = SelectStage
+    summary = "Fan-in over all accounts: keep the top K by a field and/or those matching `where`."
+    fan_in = True
+    calls_models = False
+
+    def conditions(self, stage: SelectStage) -> list[tuple[str, str, str]]:
+        return [("where", stage.where, "'where'")] if stage.where is not None else []
+
+    def output_fields(self, stage: SelectStage) -> Fields:
+        return SELECT_FIELDS
+
+    def check(self, stage: SelectStage, here: str, pipeline) -> list[Problem]:
+        return check_field_ref(stage.by, f"{here}.by", stage, pipeline) if stage.by else []
+
+    async def decide(self, run) -> dict[str, CellResult]:
+        from agentctl.spec.templates import eval_condition
+
+        stage: SelectStage = run.plan.stage
+        candidates = [c for c in run.items if not stage.where or eval_condition(stage.where, c[2])]
+        ranked = rank(candidates, stage.by, stage.order)
+        keep = ranked[: stage.top] if stage.top else ranked
+        chosen = {key: n for n, (_, key, _) in enumerate(keep, start=1)}
+        out = {}
+        for _, key, _ in run.items:
+            if key in chosen:
+                out[key] = CellResult("ok", {"selected": True, "rank": chosen[key]})
+            else:
+                out[key] = CellResult("filtered", {"selected": False, "rank": None},
+                                      error=f"not selected by '{run.plan.id}'")
+        return out

@@ -1,0 +1,482 @@
+"""The orchestration stage types (route, panel, reduce, orchestrate) against the loopback
+server, measured where it shows: the requests the server saw, and rows in the run log
+(`cells`, `spans`, `llm_calls`, `tool_calls`, `run_outputs`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.llm_server import Reply
+from tests.helpers import (account_id, cell_counts, db_rows, first_line, popen_cli, run_cli,
+                           run_inproc, run_status, write_accounts, write_spec)
+
+pytestmark = pytest.mark.timeout(60)
+TAG = "[[item:{{ account.id }}]]"
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "agentctl.duckdb"
+
+
+AGENTS = {name: {"system": f"You are the {name}. [[agent:{name}]]"} for name in (
+    "lead", "news", "hiring", "tech", "triage", "retail_scorer", "software_scorer",
+    "generic_scorer", "skeptic", "optimist", "moderator", "analyst")}
+
+
+def spec(tmp_path: Path, api_base: str, stages: list[dict], **extra) -> Path:
+    return write_spec(tmp_path, api_base, stages=stages,
+                      extra={"agents": AGENTS, **extra})
+
+
+def run_ok(*args, code: int = 0):
+    res = run_inproc(*map(str, args))
+    assert res.exit_code == code, (res.exit_code, res.stdout[-3000:], res.stderr[-3000:])
+    return first_line(res.stdout)
+
+
+def agent_of(body: dict) -> str:
+    return body["_meta"].get("agent", "?")
+
+
+def last_user(body: dict) -> str:
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
+def spans(db: Path, run_id: str, **where) -> list[dict]:
+    cond = "".join(f" AND {k} = ?" for k in where)
+    rows = db_rows(db, f"SELECT * FROM spans WHERE run_id = ?{cond} ORDER BY started_at",
+                   [run_id, *where.values()])
+    for r in rows:
+        r["output"] = json.loads(r["output"]) if r["output"] else None
+    return rows
+
+
+def outputs(db: Path, run_id: str, stage: str) -> dict[str, dict]:
+    rows = db_rows(db, "SELECT item_key, output FROM cells WHERE run_id = ? AND stage_id = ?",
+                   [run_id, stage])
+    return {r["item_key"]: json.loads(r["output"]) if r["output"] else None for r in rows}
+
+
+# --- route ----------------------------------------------------------------------------------
+
+ROUTE_CASES = {
+    "id": "score", "type": "route",
+    "cases": [{"when": "account.industry == 'retail'", "agent": "retail_scorer"},
+              {"when": "account.industry == 'software'", "agent": "software_scorer"}],
+    "default": "generic_scorer",
+    "prompt": "Score {{ account.name }} " + TAG,
+    "output": {"score": {"type": "int", "min": 0, "max": 100}},
+}
+
+
+def test_route_cases_choose_a_specialist_and_record_why(llm, tmp_path, db):
+    path = spec(tmp_path, llm.base_url, [ROUTE_CASES,
+                {"id": "note", "agent": "analyst", "needs": ["score"],
+                 "prompt": "Chosen {{ score.route.agent }} scored {{ score.score }} " + TAG}])
+    run_id = run_ok("run", path, write_accounts(tmp_path, 8))
+
+    industry = {account_id(i): ("software", "retail", "logistics", "fintech")[i % 4] for i in range(8)}
+    expected = {"retail": "retail_scorer", "software": "software_scorer"}
+    got = outputs(db, run_id, "score")
+    for key, out in got.items():
+        want = expected.get(industry[key], "generic_scorer")
+        assert out["route"]["agent"] == want
+        assert out["route"]["by"] == ("case" if want != "generic_scorer" else "default")
+        assert 0 <= out["score"] <= 100
+    # the server saw exactly one specialist request per account, from the chosen agent
+    score_reqs = [b for b in llm.requests if b["response_format"]["json_schema"]["name"] == "score_output"]
+    assert Counter(b["_meta"]["item"] for b in score_reqs) == Counter({k: 1 for k in industry})
+    assert {b["_meta"]["item"]: agent_of(b) for b in score_reqs} == {
+        k: expected.get(v, "generic_scorer") for k, v in industry.items()}
+    # spans record the specialist and why; downstream saw route.agent
+    sp = spans(db, run_id, stage_id="score")
+    assert len(sp) == 8 and {s["role"] for s in sp} == {"specialist"}
+    assert all(s["task"] for s in sp)
+    notes = [b for b in llm.requests if b["response_format"]["json_schema"]["name"] == "note_output"]
+    assert all(f"Chosen {got[b['_meta']['item']]['route']['agent']}" in last_user(b) for b in notes)
+
+
+def test_route_without_a_match_or_default_is_filtered(llm, tmp_path, db):
+    stage = {**ROUTE_CASES, "default": None}
+    stage.pop("default")
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 4))
+    assert cell_counts(db, run_id)["score"] == {"ok": 2, "filtered": 2}
+
+
+def test_route_router_agent_picks_and_the_log_says_why(llm, tmp_path, db):
+    def responder(body: dict) -> Reply | None:
+        if body["response_format"]["json_schema"]["name"] == "score_router_output":
+            item = body["_meta"]["item"]
+            pick = "retail_scorer" if int(item[-3:]) % 2 else "software_scorer"
+            return Reply(content=json.dumps({"agent": pick, "reason": f"odd/even {item}"}))
+        return None
+
+    llm.responder = responder
+    stage = {"id": "score", "type": "route",
+             "router": {"agent": "triage", "prompt": "Who scores {{ account.name }}? " + TAG},
+             "choices": ["retail_scorer", "software_scorer"],
+             "prompt": "Score {{ account.name }} " + TAG,
+             "output": {"score": {"type": "int", "min": 0, "max": 100}}}
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 6))
+
+    got = outputs(db, run_id, "score")
+    for key, out in got.items():
+        pick = "retail_scorer" if int(key[-3:]) % 2 else "software_scorer"
+        assert out["route"] == {"agent": pick, "by": "router", "case": None,
+                                "reason": f"odd/even {key}"}
+    router_reqs = [b for b in llm.requests if agent_of(b) == "triage"]
+    schema = router_reqs[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["agent"]["enum"] == ["retail_scorer", "software_scorer"]
+    sp = spans(db, run_id, role="router")
+    assert len(sp) == 6 and all(s["output"]["reason"].startswith("odd/even") for s in sp)
+    calls = db_rows(db, "SELECT agent, count(*) AS n FROM llm_calls WHERE run_id = ? GROUP BY 1", [run_id])
+    assert {c["agent"]: c["n"] for c in calls} == {"triage": 6, "retail_scorer": 3, "software_scorer": 3}
+
+
+# --- panel ----------------------------------------------------------------------------------
+
+PANEL = {"id": "review", "type": "panel", "panelists": ["skeptic", "optimist"],
+         "moderator": "moderator", "rounds": 3,
+         "prompt": "Is {{ account.name }} a fit? " + TAG,
+         "output": {"fit": "bool", "why": "str"}}
+
+
+def test_panel_runs_bounded_rounds_and_logs_every_turn(llm, tmp_path, db):
+    seen: Counter = Counter()
+
+    def responder(body: dict) -> Reply | None:  # panelists never converge: a new answer each time
+        if body["response_format"]["json_schema"]["name"] == "review_panelist_output":
+            key = (body["_meta"]["item"], agent_of(body))
+            seen[key] += 1
+            return Reply(content=json.dumps({"text": f"{key[1]} take {seen[key]}"}))
+        return None
+
+    llm.responder = responder
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [PANEL]), write_accounts(tmp_path, 3))
+
+    assert cell_counts(db, run_id)["review"] == {"ok": 3}
+    assert set(seen.values()) == {3}  # rounds: 3, never more
+    for key in (account_id(i) for i in range(3)):
+        sp = spans(db, run_id, item_key=key)
+        turns = [(s["round"], s["agent"]) for s in sp if s["role"] == "panelist"]
+        assert sorted(turns) == [(r, a) for r in (1, 2, 3) for a in ("optimist", "skeptic")]
+        assert [s["role"] for s in sp][-1] == "moderator"
+        # from round 2 on, each panelist saw the other's previous answer
+        reqs = [b for b in llm.requests if b["_meta"].get("item") == key and agent_of(b) == "skeptic"]
+        assert "optimist take 1" in last_user(reqs[1]) and "optimist take 2" in last_user(reqs[2])
+        mod = next(b for b in llm.requests if b["_meta"].get("item") == key and agent_of(b) == "moderator")
+        assert "[round 3] skeptic: skeptic take 3" in last_user(mod)
+        calls = db_rows(db, "SELECT agent, count(*) AS n FROM llm_calls WHERE run_id = ? AND item_key = ? "
+                            "GROUP BY 1", [run_id, key])
+        assert {c["agent"]: c["n"] for c in calls} == {"skeptic": 3, "optimist": 3, "moderator": 1}
+
+    # inspect --item shows the discussion in order
+    res = run_inproc("inspect", run_id, "--item", account_id(0), env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    text = res.stdout
+    order = [text.index(f"round {r} · {a}") for r in (1, 2, 3) for a in ("skeptic", "optimist")]
+    assert order == sorted(order) or sorted(order[:2]) == order[:2]
+    assert text.index("round 3 · ") < text.index("moderator moderator")
+
+
+def test_panel_stops_early_when_nobody_changes_their_answer(llm, tmp_path, db):
+    llm.responder = lambda body: (Reply(content=json.dumps({"text": f"fixed view of {agent_of(body)}"}))
+                                  if body["response_format"]["json_schema"]["name"] == "review_panelist_output"
+                                  else None)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [{**PANEL, "rounds": 5}]), write_accounts(tmp_path, 2))
+    rounds = {s["round"] for s in spans(db, run_id, role="panelist")}
+    assert rounds == {1, 2}  # round 2 repeated round 1, so the panel converged
+
+
+# --- reduce ---------------------------------------------------------------------------------
+
+def reduce_stage(**over) -> dict:
+    return {"id": "report", "type": "reduce", "needs": ["research"], "agent": "analyst",
+            "prompt": "Report on:\n{% for it in items %}- {{ it.account.name }}: {{ it.research.summary }}\n{% endfor %}",
+            "output": {"summary": "str", "count": "int"}, **over}
+
+
+RESEARCH = {"id": "research", "agent": "researcher",
+            "prompt": "Research {{ account.name }} " + TAG, "output": {"summary": "str"}}
+
+
+def test_reduce_batches_over_the_token_limit_then_merges(llm, tmp_path, db):
+    stages = [RESEARCH, reduce_stage(batch_size=5, max_input_tokens=120)]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 20))
+
+    reqs = [b for b in llm.requests if agent_of(b) == "analyst"]
+    maps = [b for b in reqs if "Report on:" in last_user(b)]
+    merges = [b for b in reqs if "Merge these partial results" in last_user(b)]
+    assert len(maps) == 4 and len(merges) >= 1
+    assert sorted(last_user(b).count("\n- ") for b in maps) == [5, 5, 5, 5]
+    names = Counter(re.findall(r"- (Company \d+):", "\n".join(last_user(b) for b in maps)))
+    assert names == Counter({f"Company {i}": 1 for i in range(20)})
+    row = db_rows(db, "SELECT * FROM run_outputs WHERE run_id = ?", [run_id])
+    assert len(row) == 1 and row[0]["status"] == "ok" and row[0]["items"] == 20
+    assert set(json.loads(row[0]["output"])) == {"summary", "count"}
+    assert cell_counts(db, run_id)["report"] == {"ok": 20}
+    sp = spans(db, run_id, stage_id="report")
+    assert Counter(s["role"] for s in sp)["map"] == 4 and any(s["role"] == "merge" for s in sp)
+    assert all(s["item_key"] is None for s in sp)
+    calls = db_rows(db, "SELECT count(*) AS n FROM llm_calls WHERE run_id = ? AND stage_id = 'report'", [run_id])
+    assert calls[0]["n"] == len(reqs)
+    # the run-level output is shown by inspect and exportable
+    shown = run_inproc("inspect", run_id, env={"COLUMNS": "200"}).stdout
+    assert "run-level output over 20 accounts" in shown
+    exported = run_inproc("export", run_id, "--stage", "report")
+    assert exported.exit_code == 0 and json.loads(exported.stdout) == json.loads(row[0]["output"])
+
+
+def test_reduce_under_the_limit_is_one_call_and_later_stages_read_it(llm, tmp_path, db):
+    stages = [RESEARCH, reduce_stage(),
+              {"id": "pitch", "agent": "writer", "needs": ["report", "research"],
+               "prompt": "Pitch {{ account.name }} using {{ report.summary }} " + TAG}]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 5))
+    reqs = [b for b in llm.requests if agent_of(b) == "analyst"]
+    assert len(reqs) == 1
+    summary = json.loads(db_rows(db, "SELECT output FROM run_outputs WHERE run_id = ?", [run_id])[0]["output"])["summary"]
+    pitches = [b for b in llm.requests if b["response_format"]["json_schema"]["name"] == "pitch_output"]
+    assert len(pitches) == 5 and all(summary in last_user(b) for b in pitches)
+
+
+def test_reduce_sees_only_accounts_that_reached_it(llm, tmp_path, db):
+    stages = [RESEARCH, {"id": "top", "type": "select", "needs": ["research"], "where": "account.employees | int > 30"},
+              {**reduce_stage(), "needs": ["top", "research"]}]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 6))
+    (req,) = [b for b in llm.requests if agent_of(b) == "analyst"]
+    assert last_user(req).count("\n- ") == 3  # employees 40, 50, 60
+    assert cell_counts(db, run_id)["report"] == {"ok": 3, "filtered": 3}
+
+
+# --- orchestrate ----------------------------------------------------------------------------
+
+def spawn_markers(*pairs: tuple[str, str]) -> str:
+    return " ".join(f"[[call:spawn {json.dumps({'agent': a, 'task': t})}]]" for a, t in pairs)
+
+
+def orchestrate(**over) -> dict:
+    return {"id": "research", "type": "orchestrate", "lead": "lead",
+            "agents": ["news", "hiring", "tech"], "output": {"summary": "str"},
+            "prompt": "Research {{ account.name }} " + TAG + " " + spawn_markers(
+                ("news", "news on {{ account.name }}"), ("hiring", "jobs at {{ account.name }}"),
+                ("tech", "stack of {{ account.name }}")), **over}
+
+
+def tool_rows(db: Path, run_id: str) -> list[dict]:
+    return db_rows(db, "SELECT * FROM tool_calls WHERE run_id = ? ORDER BY started_at", [run_id])
+
+
+def test_orchestrate_spawns_subagents_in_parallel_and_logs_the_tree(llm, tmp_path, db):
+    llm.latency = 0.3
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [orchestrate()]), write_accounts(tmp_path, 2))
+
+    assert cell_counts(db, run_id)["research"] == {"ok": 2}
+    for key in (account_id(0), account_id(1)):
+        sp = spans(db, run_id, item_key=key)
+        lead = [s for s in sp if s["role"] == "lead"]
+        subs = [s for s in sp if s["role"] == "subagent"]
+        assert len(lead) == 1 and len(subs) == 3
+        assert {s["agent"] for s in subs} == {"news", "hiring", "tech"}
+        assert all(s["parent_span_id"] == lead[0]["span_id"] and s["depth"] == 1 for s in subs)
+        # a sub-agent gets a fresh context: its own system prompt and the task, nothing else
+        sub_reqs = [b for b in llm.requests if b["_meta"].get("agent") in ("news", "hiring", "tech")
+                    and f"Company {key[-1]}" in last_user(b)]
+        assert all(len(b["messages"]) == 2 for b in sub_reqs)
+        calls = db_rows(db, "SELECT span_id FROM llm_calls WHERE run_id = ? AND item_key = ?", [run_id, key])
+        assert {c["span_id"] for c in calls} == {s["span_id"] for s in sp}
+    spawns = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
+    assert len(spawns) == 6 and {t["status"] for t in spawns} == {"ok"}
+    assert llm.peak_in_flight >= 3  # the three sub-agents of an account ran at once
+
+
+def test_orchestrate_refuses_spawns_past_max_subagents_and_logs_it(llm, tmp_path, db):
+    stage = orchestrate(max_subagents=2)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+
+    spawns = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
+    assert Counter(t["status"] for t in spawns) == Counter({"ok": 2, "refused": 1})
+    refused = next(t for t in spawns if t["status"] == "refused")
+    assert "max_subagents=2" in refused["error"]
+    assert len(spans(db, run_id, role="subagent")) == 2
+    # the refusal went back to the lead as the tool's answer; the cell did not fail
+    final = [b for b in llm.requests if agent_of(b) == "lead"][-1]
+    assert any("max_subagents=2" in (m.get("content") or "") for m in final["messages"] if m["role"] == "tool")
+    assert cell_counts(db, run_id)["research"] == {"ok": 1}
+
+
+def test_orchestrate_max_rounds_bounds_a_lead_that_never_stops(llm, tmp_path, db):
+    def responder(body: dict) -> Reply | None:
+        if agent_of(body) == "lead" and sum(m["role"] == "tool" for m in body["messages"]) < limit["spawns"]:
+            n = len(body["messages"])
+            return Reply(tool_calls=[{"name": "spawn", "arguments": {"agent": "news", "task": f"again {n}"}}])
+        return None
+
+    limit = {"spawns": 4}
+    llm.responder = responder
+    stage = orchestrate(max_rounds=2, max_subagents=10)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    spawns = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
+    assert [t["status"] for t in spawns] == ["ok", "ok", "refused", "refused"]
+    assert all("max_rounds=2" in t["error"] for t in spawns[2:])
+    assert len(spans(db, run_id, role="subagent")) == 2
+    assert cell_counts(db, run_id)["research"] == {"ok": 1}  # the refusals answered the lead
+
+    # a lead that ignores every refusal is stopped by its tool-round cap: a failed cell, no runaway
+    limit["spawns"] = 100
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1), code=1)
+    (cell,) = db_rows(db, "SELECT status, error FROM cells WHERE run_id = ?", [run_id])
+    assert cell["status"] == "failed" and "max_tool_rounds" in cell["error"]
+    assert len(spans(db, run_id, role="subagent")) == 2
+
+
+def test_orchestrate_depth_lets_subagents_spawn_only_within_max_depth(llm, tmp_path, db):
+    def responder(body: dict) -> Reply | None:
+        tools = [t["function"]["name"] for t in body.get("tools") or []]
+        if agent_of(body) == "news" and "spawn" in tools and body["messages"][-1]["role"] == "user":
+            return Reply(tool_calls=[{"name": "spawn", "arguments": {"agent": "tech", "task": "deeper"}}])
+        if agent_of(body) == "tech" and "spawn" in tools and body["messages"][-1]["role"] == "user":
+            return Reply(tool_calls=[{"name": "spawn", "arguments": {"agent": "hiring", "task": "deepest"}}])
+        return None
+
+    llm.responder = responder
+    stage = orchestrate(max_depth=2, prompt="Go " + TAG + " " + spawn_markers(("news", "look")))
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    sp = {s["agent"]: s for s in spans(db, run_id)}
+    assert sp["news"]["depth"] == 1 and sp["tech"]["depth"] == 2
+    assert sp["tech"]["parent_span_id"] == sp["news"]["span_id"]
+    assert "hiring" not in sp  # depth 3 was not offered the tool at depth 2... 
+    tech_reqs = [b for b in llm.requests if agent_of(b) == "tech"]
+    assert all("spawn" not in [t["function"]["name"] for t in b.get("tools") or []] for b in tech_reqs)
+
+
+def test_spawn_with_an_unknown_agent_is_answered_not_crashed(llm, tmp_path, db):
+    stage = orchestrate(prompt="Go " + TAG + " [[call:spawn {\"agent\": \"lawyer\", \"task\": \"sue\"}]]")
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    (t,) = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
+    assert t["status"] == "invalid_args" and "news, hiring, tech" in t["error"]
+    assert cell_counts(db, run_id)["research"] == {"ok": 1}
+
+
+@pytest.mark.timeout(150)
+def test_resume_after_sigkill_inside_orchestrate_reuses_finished_subagents(llm, tmp_path, db):
+    gate = {"hold": True}
+
+    def responder(body: dict) -> Reply | None:
+        if agent_of(body) == "tech" and gate["hold"]:
+            return Reply(content=json.dumps({"text": "slow"}), delay=30)
+        return None
+
+    llm.responder = responder
+    path = spec(tmp_path, llm.base_url, [orchestrate()])
+    accounts = write_accounts(tmp_path, 3)
+    proc = popen_cli("run", path, accounts)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # news + hiring of all 3 accounts finished and flushed
+        try:
+            done = db_rows(db, "SELECT count(*) AS n FROM spans WHERE status = 'ok' AND role = 'subagent'")[0]["n"]
+        except Exception:
+            done = 0
+        if done >= 6:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        raise AssertionError(f"sub-agents did not finish: {proc.communicate(timeout=5)}")
+    proc.kill()
+    proc.communicate(timeout=10)
+    run_id = db_rows(db, "SELECT run_id FROM runs")[0]["run_id"]
+    before = Counter(agent_of(b) for b in llm.requests)
+    assert before["news"] == 3 and before["hiring"] == 3
+
+    gate["hold"] = False
+    res = run_cli("resume", run_id)
+    assert res.returncode == 0, res.stderr
+
+    after = Counter(agent_of(b) for b in llm.requests) - before
+    assert after["news"] == 0 and after["hiring"] == 0  # finished sub-agents were not re-run
+    assert after["tech"] == 3
+    assert cell_counts(db, run_id)["research"] == {"ok": 3}
+    statuses = Counter(t["status"] for t in tool_rows(db, run_id) if t["tool"] == "spawn")
+    assert statuses["reused"] == 6
+
+
+# --- static validation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, message", [
+    ({**ROUTE_CASES, "cases": [{"when": "true", "agent": "nobody"}]}, "unknown agent 'nobody'"),
+    ({**ROUTE_CASES, "cases": [{"when": "acount.x", "agent": "retail_scorer"}]}, "unknown name 'acount'"),
+    ({"id": "s", "type": "route", "router": {"agent": "triage", "prompt": "x"},
+      "choices": ["retail_scorer"], "prompt": "p"}, "two or more specialists"),
+    ({"id": "s", "type": "route", "prompt": "p", "cases": [{"when": "true", "agent": "triage"}],
+      "router": {"agent": "triage", "prompt": "x"}, "choices": ["a", "b"]}, "not both"),
+    ({**PANEL, "panelists": ["skeptic", "skeptic"]}, "listed twice"),
+    ({**PANEL, "moderator": "judge"}, "unknown agent 'judge'"),
+    ({**PANEL, "moderator_prompt": "{{ transcrip }}"}, "unknown name 'transcrip'"),
+    ({"id": "r", "type": "reduce", "agent": "analyst", "prompt": "{{ account.name }}"},
+     "sees items and run, not one account"),
+    ({"id": "r", "type": "reduce", "agent": "analyst", "prompt": "x", "batch_size": 1}, "batch_size"),
+    ({"id": "o", "type": "orchestrate", "lead": "lead", "agents": ["ghost"], "prompt": "x"},
+     "unknown agent 'ghost'"),
+    ({"id": "o", "type": "orchestrate", "lead": "lead", "agents": ["news"], "prompt": "{{ task }}"},
+     "unknown name 'task'"),
+    ({"id": "o", "type": "orchestrate", "lead": "lead", "agents": ["news"], "prompt": "x",
+      "max_depth": 0}, "max_depth"),
+    ({"id": "o", "type": "orchestrate", "lead": "lead", "agents": ["news"], "prompt": "x",
+      "max_subagent": 3}, "unknown key 'max_subagent'"),
+])
+def test_bad_stage_keys_fail_with_path_and_line(llm, tmp_path, stage, message):
+    path = spec(tmp_path, llm.base_url, [stage])
+    res = run_inproc("validate", path)
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert message in err and "Traceback" not in err
+    assert re.search(r"pipeline\.yaml:\d+ at stages\[0\]", err), err
+    assert len(err.splitlines()) == 1
+
+
+def test_subagent_prompt_may_read_task_and_account(llm, tmp_path, db):
+    stage = orchestrate(subagent_prompt="For {{ account.name }} ({{ agent }}): {{ task }} " + TAG)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    subs = [b for b in llm.requests if agent_of(b) == "news"]
+    assert last_user(subs[0]).startswith("For Company 0 (news): news on Company 0")
+    assert run_status(db, run_id) == "completed"
+
+
+# --- the mock model -------------------------------------------------------------------------
+
+def test_mock_exercises_every_type_deterministically(tmp_path, db):
+    stages = [
+        {"id": "research", "type": "orchestrate", "lead": "lead", "agents": ["news", "hiring", "tech"],
+         "prompt": "Research {{ account.name }}", "output": {"summary": "str"}},
+        {"id": "score", "type": "route", "needs": ["research"],
+         "router": {"agent": "triage", "prompt": "Who scores {{ account.name }}?"},
+         "choices": ["retail_scorer", "software_scorer"], "prompt": "Score {{ research.summary }}",
+         "output": {"score": {"type": "int", "min": 0, "max": 100}}},
+        {**PANEL, "needs": ["score"]},
+        {"id": "report", "type": "reduce", "needs": ["review", "score"], "agent": "analyst",
+         "prompt": "{% for it in items %}{{ it.account.name }} {{ it.score.score }}\n{% endfor %}",
+         "output": {"summary": "str"}},
+    ]
+    path = spec(tmp_path, "http://127.0.0.1:9/v1", stages)
+    accounts = write_accounts(tmp_path, 6)
+    first, second = (run_ok("run", path, accounts, "--mock") for _ in range(2))
+
+    def snapshot(run_id: str):
+        cells = db_rows(db, "SELECT item_key, stage_id, status, output FROM cells WHERE run_id = ? "
+                            "ORDER BY 1, 2", [run_id])
+        out = db_rows(db, "SELECT output FROM run_outputs WHERE run_id = ?", [run_id])
+        return [(c["item_key"], c["stage_id"], c["status"], c["output"]) for c in cells], out
+
+    assert snapshot(first) == snapshot(second)
+    subs = Counter(s["item_key"] for s in spans(db, first, role="subagent"))
+    assert set(subs) == {account_id(i) for i in range(6)} and set(subs.values()) <= {2, 3}
+    assert {o["route"]["agent"] for o in outputs(db, first, "score").values()} <= {"retail_scorer", "software_scorer"}
+    assert cell_counts(db, first)["review"] == {"ok": 6}
