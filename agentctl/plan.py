@@ -3,9 +3,10 @@ for the whole input, per stage and model."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from agentctl.spec.models import SelectStage
+from agentctl.stages import stage_type
 
 
 def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec,
@@ -21,7 +22,8 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
     for s in sample["stages"]:
         stage = spec.pipeline.stage(s["id"])
         ran = s["ok"] + s["failed"] + s.get("awaiting_approval", 0)
-        if isinstance(stage, SelectStage):
+        kind = stage_type(stage)
+        if kind.kind == "select":
             upstream = min((reach.get(n, total_items) for n in stage.needs), default=total_items)
             considered = max(ran + s["filtered"], 1)
             passing = upstream * (s["ok"] / considered) if stage.where else upstream
@@ -38,12 +40,18 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
         reach[s["id"]] = upstream if not stage.when else items
         per_item = 1 / max(ran, 1)
         calls = s["llm_calls"] * per_item * items
+        if kind.fan_in:  # a reduce: its prompt grows with the items; past the limit it batches
+            tokens_all = s["input_tokens"] * items / max(ran, 1)
+            calls = 1 if tokens_all <= stage.max_input_tokens else (
+                math.ceil(items / stage.batch_size) + 1)
         tin = s["input_tokens"] * per_item * items
         tout = s["output_tokens"] * per_item * items
+        if kind.fan_in:  # one output per call, not per item
+            tout = s["output_tokens"] * calls / max(s["llm_calls"], 1)
         cost = (s["cost_usd"] or 0.0) * per_item * items
         unpriced = s["unpriced_calls"] * per_item * items
         latency_s = (s["p50_ms"] or 0) / 1000
-        row = {"id": s["id"], "kind": "agent", "items": round(items, 1), "llm_calls": round(calls),
+        row = {"id": s["id"], "kind": kind.kind, "items": round(items, 1), "llm_calls": round(calls),
                "input_tokens": round(tin), "output_tokens": round(tout),
                "cost_usd": None if unpriced and not cost else round(cost, 4),
                "unpriced_calls": round(unpriced), "models": s["models"],

@@ -472,7 +472,8 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
                     approval_for=stage_approval, record_span=recorder.span,
                     record_run_output=recorder.run_output, record_tool_call=recorder.tool_call,
                     prior_spans=resume.spans if resume else None,
-                    prior_run_outputs=resume.run_outputs if resume else None)
+                    prior_run_outputs=resume.run_outputs if resume else None,
+                    log_backlog=recorder.backlog)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
     interrupted = False

@@ -480,3 +480,119 @@ def test_mock_exercises_every_type_deterministically(tmp_path, db):
     assert set(subs) == {account_id(i) for i in range(6)} and set(subs.values()) <= {2, 3}
     assert {o["route"]["agent"] for o in outputs(db, first, "score").values()} <= {"retail_scorer", "software_scorer"}
     assert cell_counts(db, first)["review"] == {"ok": 6}
+
+
+# --- the run's machinery inside the new types ---------------------------------------------------
+
+EMAIL_TOOL = {"email": {"type": "send_email", "outbox": "outbox", "from": "bot@example.com"}}
+
+
+def mailing_news_scout(body: dict) -> Reply | None:
+    """The news scout emails once (a side effect), then answers."""
+    if agent_of(body) == "news" and body["messages"][-1]["role"] == "user":
+        item = re.search(r"Company (\d+)", last_user(body)).group(1)
+        return Reply(tool_calls=[{"name": "email", "arguments": {
+            "to": f"ceo@company{item}.example.com", "subject": "Hi", "body": "Hello."}}])
+    return None
+
+
+def test_a_subagents_side_effect_goes_through_the_ledger_and_the_gate(llm, tmp_path, db):
+    llm.responder = mailing_news_scout
+    agents = {**AGENTS, "news": {**AGENTS["news"], "tools": ["email"]}}
+    path = write_spec(tmp_path, llm.base_url, stages=[orchestrate()],
+                      extra={"agents": agents, "tools": EMAIL_TOOL})
+    run_id = run_ok("run", path, write_accounts(tmp_path, 2), code=3)
+
+    assert cell_counts(db, run_id)["research"] == {"awaiting_approval": 2}
+    acts = db_rows(db, "SELECT * FROM actions WHERE run_id = ?", [run_id])
+    assert len(acts) == 2 and {a["status"] for a in acts} == {"pending_approval"}
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").glob("*.eml"))
+    mail_calls = db_rows(db, "SELECT t.span_id, s.agent, s.role FROM tool_calls t JOIN spans s "
+                             "USING (span_id) WHERE t.run_id = ? AND t.tool = 'email'", [run_id])
+    assert {(c["agent"], c["role"]) for c in mail_calls} == {("news", "subagent")}
+
+    assert run_inproc("approve", run_id, "--all").exit_code == 0
+    sent = len(llm.requests)
+    assert run_inproc("resume", run_id).exit_code == 0
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+    assert {a["status"] for a in db_rows(db, "SELECT status FROM actions WHERE run_id = ?", [run_id])} == {"done"}
+    assert cell_counts(db, run_id)["research"] == {"ok": 2}
+    assert len(llm.requests) == sent  # executing approved actions calls no model
+    assert run_inproc("resume", run_id).exit_code == 0  # and a second resume sends nothing
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_a_subagent_is_refused_tools_it_was_not_granted(llm, tmp_path, db):
+    def responder(body: dict) -> Reply | None:
+        if agent_of(body) == "hiring" and body["messages"][-1]["role"] == "user":
+            return Reply(tool_calls=[{"name": "email", "arguments": {"to": "x@y.example", "subject": "s", "body": "b"}}])
+        return None
+
+    llm.responder = responder
+    path = write_spec(tmp_path, llm.base_url, stages=[orchestrate()],
+                      extra={"agents": AGENTS, "tools": EMAIL_TOOL})
+    run_id = run_ok("run", path, write_accounts(tmp_path, 1))
+    denied = db_rows(db, "SELECT t.status, s.agent FROM tool_calls t JOIN spans s USING (span_id) "
+                         "WHERE t.run_id = ? AND t.tool = 'email'", [run_id])
+    assert denied == [{"status": "denied", "agent": "hiring"}]
+    assert db_rows(db, "SELECT count(*) AS n FROM actions")[0]["n"] == 0
+
+
+def test_the_per_item_budget_refuses_spawns_and_stays_under_the_limit(llm, tmp_path, db):
+    path = spec(tmp_path, llm.base_url, [orchestrate()],
+                budget={"per_item_usd": 0.0012}, models={"fast": {"max_tokens": 1000}})
+    run_id = run_ok("run", path, write_accounts(tmp_path, 2), code=(0, 1)[0])
+    spawns = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
+    refused = [t for t in spawns if t["status"] == "refused"]
+    assert refused and all("per-item budget" in t["error"] for t in refused)
+    assert any(t["status"] == "ok" for t in spawns)
+    per_item = db_rows(db, "SELECT item_key, sum(cost_usd) AS usd FROM llm_calls WHERE run_id = ? "
+                           "GROUP BY 1", [run_id])
+    assert all(0 < r["usd"] <= 0.0012 for r in per_item)
+    assert cell_counts(db, run_id)["research"] == {"ok": 2}
+
+
+def test_replay_of_every_type_sends_nothing_and_matches(llm, tmp_path, db):
+    stages = [orchestrate(),
+              {"id": "score", "type": "route", "needs": ["research"],
+               "router": {"agent": "triage", "prompt": "Who? {{ account.name }} " + TAG},
+               "choices": ["retail_scorer", "software_scorer"], "prompt": "Score " + TAG,
+               "output": {"score": {"type": "int", "min": 0, "max": 100}}},
+              {**PANEL, "needs": ["score"]},
+              {**reduce_stage(batch_size=2, max_input_tokens=40), "needs": ["research", "review"]}]
+    path = spec(tmp_path, llm.base_url, stages)
+    accounts = write_accounts(tmp_path, 4)
+    first = run_ok("run", path, accounts)
+    sent = len(llm.requests)
+
+    second = run_ok("run", path, accounts, "--replay", first)
+    assert len(llm.requests) == sent
+
+    def snap(run_id):
+        return (db_rows(db, "SELECT item_key, stage_id, status, output FROM cells WHERE run_id = ? "
+                            "ORDER BY 1, 2", [run_id]) and
+                [(c["item_key"], c["stage_id"], c["status"], c["output"]) for c in db_rows(
+                    db, "SELECT * FROM cells WHERE run_id = ? ORDER BY item_key, stage_id", [run_id])],
+                [o["output"] for o in db_rows(db, "SELECT output FROM run_outputs WHERE run_id = ?", [run_id])])
+
+    assert snap(first) == snap(second)
+    assert db_rows(db, "SELECT count(*) AS n FROM llm_calls WHERE run_id = ? AND NOT cache_hit",
+                   [second])[0]["n"] == 0
+
+
+def test_retry_reruns_a_failed_panel_with_cached_turns(llm, tmp_path, db):
+    broken = {"on": True}
+    llm.responder = lambda body: (Reply(content="no json") if broken["on"] and agent_of(body) == "moderator"
+                                  else None)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [PANEL]), write_accounts(tmp_path, 2), code=1)
+    assert cell_counts(db, run_id)["review"] == {"failed": 2}
+    failed = spans(db, run_id, role="moderator")
+    assert {s["status"] for s in failed} == {"failed"}
+    sent = Counter(agent_of(b) for b in llm.requests)
+
+    broken["on"] = False
+    res = run_inproc("retry", run_id)
+    assert res.exit_code == 0, res.stdout
+    assert cell_counts(db, run_id)["review"] == {"ok": 2}
+    again = Counter(agent_of(b) for b in llm.requests) - sent
+    assert again == Counter({"moderator": 2})  # panel turns came from the cache

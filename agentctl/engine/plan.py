@@ -74,7 +74,9 @@ def build_routes(pipeline: Pipeline) -> dict[str, Route]:
         if m.api_base:
             params["api_base"] = m.api_base
         routes[alias] = Route(alias=alias, model=m.model, params=params,
-                              price=m.price.model_dump() if m.price else None)
+                              price=m.price.model_dump() if m.price else None,
+                              hedge_after_p=m.hedge_after_p if m.hedge_after_p is not None
+                              else d.hedge_after_p)
     return routes
 
 
@@ -105,7 +107,8 @@ class PlanBuilder:
         rounds = agent.max_tool_rounds if agent.max_tool_rounds is not None else p.defaults.max_tool_rounds
         return AgentProfile(
             name=agent_name, system=self.loaded.systems.get(agent_name, ""),
-            route=Route(alias=alias, model=base.model, params=params, price=base.price),
+            route=Route(alias=alias, model=base.model, params=params, price=base.price,
+                        hedge_after_p=base.hedge_after_p),
             max_tool_rounds=max(rounds, min_tool_rounds),
             max_repairs=max_repairs if max_repairs is not None else p.defaults.max_repairs)
 

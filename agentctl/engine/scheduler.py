@@ -43,7 +43,8 @@ class Engine:
                  record_run_output: Callable[[dict], None] | None = None,
                  record_tool_call: Callable[[dict], None] | None = None,
                  prior_spans: dict[str, dict] | None = None,
-                 prior_run_outputs: dict[str, dict] | None = None):
+                 prior_run_outputs: dict[str, dict] | None = None,
+                 log_backlog: Callable[[], int] | None = None, max_log_backlog: int = 5000):
         self.plans = plans
         self.by_id = {p.id: p for p in plans}
         self.run_id = run_id
@@ -63,6 +64,8 @@ class Engine:
         self._record_tool_call = record_tool_call or (lambda row: None)
         self.prior_spans = prior_spans or {}
         self.prior_run_outputs = prior_run_outputs or {}
+        self.log_backlog = log_backlog or (lambda: 0)
+        self.max_log_backlog = max_log_backlog
         self.barriers = {p.id: FanIn(p, self) for p in plans if p.type.fan_in}
         self.draining = False  # every input row has been admitted
         self.cells_total = 0    # cells of the admitted accounts
@@ -88,6 +91,8 @@ class Engine:
                 if self.stop_reason:
                     break
                 await admission.acquire()
+                if self.log_backlog() > self.max_log_backlog:
+                    await self._log_caught_up()
                 key = str(row[self.key_column])
                 if record_items:
                     self.record_item({"run_id": self.run_id, "item_key": key, "seq": seq, "input": row})
@@ -116,6 +121,12 @@ class Engine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _log_caught_up(self) -> None:
+        """Backpressure: admit no new account until the run log has written most of what it
+        was handed (memory stays flat however fast the model answers)."""
+        while self.log_backlog() > self.max_log_backlog // 2 and not self.stop_reason:
+            await asyncio.sleep(0.02)
 
     def log_tool_call(self, row: dict) -> None:
         """A tool call a stage type runs itself (orchestrate's spawn)."""

@@ -26,7 +26,8 @@ class Budget:
     reserved: float = 0.0
     item_spent: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     item_reserved: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    _holds: dict[int, float] = field(default_factory=dict)
+    _holds: dict[Any, float] = field(default_factory=dict)
+    _hold_items: dict[Any, str] = field(default_factory=dict)
 
     def _estimate(self, req: Any, est_tokens: int) -> float:
         """Worst case: the prompt (about 4 characters a token) plus a full reply."""
@@ -34,7 +35,8 @@ class Budget:
         cost = self.price(req, req.prompt_tokens(), out)
         return cost or 0.0
 
-    def reserve(self, item_key: str | None, req: Any, est_tokens: int) -> None:
+    def reserve(self, item_key: str | None, req: Any, est_tokens: int, hold: Any = None) -> None:
+        """Hold the worst case of one request; `hold` names it (default: the request)."""
         est = self._estimate(req, est_tokens)
         if self.max_usd is not None and self.spent + self.reserved + est > self.max_usd:
             raise BudgetExceeded(
@@ -50,10 +52,21 @@ class Budget:
                     whole_run=False)
             self.item_reserved[item_key] += est
         self.reserved += est
-        self._holds[id(req)] = est
+        self._holds[hold if hold is not None else id(req)] = est
+        if item_key is not None:
+            self._hold_items[hold if hold is not None else id(req)] = item_key
+
+    def release_hold(self, hold: Any) -> None:
+        """Drop a hold that spent nothing (a cancelled hedge)."""
+        est = self._holds.pop(hold, 0.0)
+        self.reserved -= est
+        item_key = self._hold_items.pop(hold, None)
+        if item_key is not None and self.per_item_usd is not None:
+            self.item_reserved[item_key] -= est
 
     def settle(self, item_key: str | None, req: Any, est_tokens: int, resp: Any) -> None:
         est = self._holds.pop(id(req), 0.0)
+        self._hold_items.pop(id(req), None)
         self.reserved -= est
         cost = (resp.cost_usd or 0.0) if resp is not None else 0.0
         self.spent += cost

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agentctl.errors import BudgetExceeded, OutputInvalid, ProviderError, RetryableProviderError
+from agentctl.llm.hedge import Hedge, LatencyWindow, race
 from agentctl.llm.limiter import PriorityLimiter
 from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
 from agentctl.runlog.writer import utcnow
@@ -73,6 +74,7 @@ class Route:
     model: str
     params: dict[str, Any]
     price: dict[str, float] | None = None
+    hedge_after_p: float | None = None    # percentile after which a duplicate is sent
 
 
 class RunStopped(Exception):
@@ -97,6 +99,8 @@ class ModelCaller:
     budget: Any = None           # Budget-like: check(item_key, estimate) / spend(item_key, cost)
     on_usage: Callable[[str, LLMResponse | None], None] | None = None  # progress counters
     stop_reason: str | None = None
+    latencies: dict[str, LatencyWindow] = field(default_factory=dict)  # alias -> recent ok latencies
+    hedges: int = 0
 
     stop_status: str | None = None
 
@@ -127,6 +131,7 @@ class ModelCaller:
             started_at = utcnow()
             resp: LLMResponse | None = None
             error: ProviderError | None = None
+            hedge: Hedge | None = None
             t0 = time.perf_counter()
             stage_limiter = self.stage_limiters.get(stage_id)
             if stage_limiter is not None:
@@ -143,9 +148,10 @@ class ModelCaller:
                             raise RunStopped(self.stop_reason)
                         # reserve only now: calls queued for a slot hold no money
                         self._reserve(meta.get("item_key"), req, est_tokens)
-                        resp = await self._send(req)
+                        resp, hedge = await self._send_hedged(req, alias, stage_id, est_tokens)
                     except ProviderError as exc:
                         error = exc
+                        hedge = getattr(exc, "hedge", None)
                     finally:
                         self.limiter.release()
                 finally:
@@ -155,6 +161,10 @@ class ModelCaller:
                 if stage_limiter is not None:
                     stage_limiter.release()
             latency_ms = (time.perf_counter() - t0) * 1000
+            if hedge is not None:
+                self._log_hedge(req, alias, usage, hedge)
+            elif resp is not None and not resp.cache_hit:
+                self.latencies.setdefault(alias, LatencyWindow()).add(latency_ms / 1000)
             usage.add(resp)
             if self.budget is not None:
                 self.budget.settle(meta.get("item_key"), req, est_tokens, resp)
@@ -201,16 +211,79 @@ class ModelCaller:
             f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
             status=last_error.status, kind=last_error.kind)
 
-    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int) -> None:
+    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int,
+                 hold: Any = None) -> None:
         if self.budget is None:
             return
         try:
-            self.budget.reserve(item_key, req, est_tokens)
+            self.budget.reserve(item_key, req, est_tokens, hold=hold)
         except BudgetExceeded as exc:
             if exc.whole_run:
                 self.stop(exc.message, status="budget_exceeded")
                 raise RunStopped(exc.message) from None
             raise
+
+    async def _send_hedged(self, req: LLMRequest, alias: str, stage_id: str | None,
+                           est_tokens: int) -> tuple[LLMResponse, Hedge | None]:
+        """`_send`, with a duplicate past the alias's `hedge_after_p` latency (see hedge.py)."""
+        route = self.routes.get(alias)
+        p = route.hedge_after_p if route is not None else None
+        window = self.latencies.get(alias) if p else None
+        after = window.percentile(p) if window is not None else None  # type: ignore[arg-type]
+        if after is None:
+            return await self._send(req), None
+        taken: list[Callable[[], None]] = []
+
+        def take_slot() -> bool:
+            stage_limiter = self.stage_limiters.get(stage_id)
+            if stage_limiter is not None:
+                if not stage_limiter.try_acquire():
+                    return False
+                taken.append(stage_limiter.release)
+            if self.governor is not None:
+                if not self.governor.try_acquire(alias, est_tokens):
+                    return self._give(taken)
+                taken.append(lambda: self.governor.release(alias, est_tokens, None, None,
+                                                           cancelled=True))
+            if not self.limiter.try_acquire():
+                return self._give(taken)
+            taken.append(self.limiter.release)
+            if self.budget is not None:
+                try:
+                    self.budget.reserve(req.meta.get("item_key"), req, est_tokens,
+                                        hold=("hedge", id(req)))
+                except BudgetExceeded:  # no money for a duplicate: no duplicate
+                    return self._give(taken)
+            taken.append(lambda: self.budget and self.budget.release_hold(("hedge", id(req))))
+            self.hedges += 1
+            return True
+
+        return await race(lambda: self._send(req), after=after, take_slot=take_slot,
+                          give_slot=lambda: self._give(taken), now=utcnow,
+                          clock=time.perf_counter)
+
+    @staticmethod
+    def _give(taken: list[Callable[[], None]]) -> bool:
+        while taken:
+            taken.pop()()
+        return False
+
+    def _log_hedge(self, req: LLMRequest, alias: str, usage: "CellUsage", hedge: Hedge) -> None:
+        """The duplicate's own row: no reply, no tokens, no cost (the attempt's row has them)."""
+        usage.attempts += 1
+        if self.on_usage:
+            self.on_usage(req.meta.get("stage_id"), None)
+        self.record({
+            "call_id": uuid.uuid4().hex, "run_id": self.run_id,
+            "item_key": req.meta.get("item_key"), "stage_id": req.meta.get("stage_id"),
+            "agent": req.meta.get("agent"), "alias": alias, "model": req.model,
+            "attempt": usage.attempts, "purpose": "hedge", "request": None, "response": None,
+            "status": "ok" if hedge.won else "cancelled",
+            "error": "answered first: its reply is the attempt's" if hedge.won else hedge.error,
+            "error_type": None if hedge.won else "HedgeCancelled", "input_tokens": 0,
+            "output_tokens": 0, "cost_usd": 0.0, "latency_ms": hedge.latency_ms, "wait_ms": None,
+            "cache_hit": False, "started_at": hedge.started_at, "request_hash": req.cache_key(),
+            "span_id": req.meta.get("span_id")})
 
     async def _send(self, req: LLMRequest) -> LLMResponse:
         timeout = req.params.get("timeout")

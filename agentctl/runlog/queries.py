@@ -99,13 +99,14 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             FROM cells WHERE run_id = ? GROUP BY stage_id""", [run_id])
         calls = _rows(con, """
             SELECT stage_id, count(*) AS llm_calls,
-                   count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
+                   count(*) FILTER (WHERE status NOT IN ('ok', 'cancelled')) AS failed_calls,
+                   count(*) FILTER (WHERE purpose = 'hedge') AS hedges,
                    coalesce(sum(input_tokens), 0) AS input_tokens,
                    coalesce(sum(output_tokens), 0) AS output_tokens,
                    sum(cost_usd) AS cost_usd,
                    count(*) FILTER (WHERE cost_usd IS NULL AND status <> 'error') AS unpriced_calls,
-                   quantile_cont(latency_ms, 0.5) FILTER (WHERE status <> 'error') AS p50_ms,
-                   quantile_cont(latency_ms, 0.95) FILTER (WHERE status <> 'error') AS p95_ms,
+                   quantile_cont(latency_ms, 0.5) FILTER (WHERE status <> 'error' AND purpose <> 'hedge') AS p50_ms,
+                   quantile_cont(latency_ms, 0.95) FILTER (WHERE status <> 'error' AND purpose <> 'hedge') AS p95_ms,
                    list(DISTINCT model) AS models
             FROM llm_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
         tools = _rows(con, """
@@ -120,7 +121,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
         call_errors = _rows(con, """
             SELECT stage_id, error_type, count(*) AS count
-            FROM llm_calls WHERE run_id = ? AND status <> 'ok'
+            FROM llm_calls WHERE run_id = ? AND status NOT IN ('ok', 'cancelled')
             GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
         denied = _rows(con, """
             SELECT item_key, stage_id, agent, tool, arguments, error
@@ -161,6 +162,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             "ok": s.get("ok", 0), "failed": s.get("failed", 0), "skipped": s.get("skipped", 0),
             "filtered": s.get("filtered", 0), "awaiting_approval": s.get("awaiting_approval", 0),
             "llm_calls": c.get("llm_calls", 0), "failed_calls": c.get("failed_calls", 0),
+            "hedges": c.get("hedges", 0),
             "tool_calls": t.get("tool_calls", 0), "denied_tool_calls": t.get("denied", 0),
             "input_tokens": int(c.get("input_tokens", 0) or 0),
             "output_tokens": int(c.get("output_tokens", 0) or 0),

@@ -86,6 +86,9 @@ class RunRecorder:
     def run_output(self, row: dict[str, Any]) -> None:
         self.writer.add("run_outputs", row)
 
+    def backlog(self) -> int:
+        return self.writer.backlog()
+
     def flush(self) -> None:
         self.writer.flush()
 

@@ -159,6 +159,8 @@ CREATE TABLE run_outputs (
     duration_ms   DOUBLE,
     PRIMARY KEY (run_id, stage_id)
 );
+-- llm_calls rows may now also have purpose 'hedge' (a duplicate sent past hedge_after_p; no
+-- tokens, no cost) with status 'ok' (it answered first) or 'cancelled' (it lost)
 ALTER TABLE llm_calls ADD COLUMN span_id VARCHAR;  -- the agent turn (spans) this call belongs to
 ALTER TABLE tool_calls ADD COLUMN span_id VARCHAR;  -- the agent turn that made the call
 ALTER TABLE tool_calls ADD COLUMN child_span_id VARCHAR;  -- spawn: the sub-agent it started (status refused | reused too)

@@ -100,7 +100,7 @@ class LogWriter:
     """Thread-backed batched writer. Call ``start()``, ``add()``/``execute()`` from anywhere,
     ``flush()`` to force a durable write, ``close()`` at the end (flushes)."""
 
-    def __init__(self, path: Path, *, interval: float = 0.5, max_rows: int = 2000):
+    def __init__(self, path: Path, *, interval: float = 0.5, max_rows: int = 5000):
         self.path = path
         self.interval = interval
         self.max_rows = max_rows
@@ -110,6 +110,7 @@ class LogWriter:
         self._closed = False
         self.flushes = 0
         self.rows_written = 0
+        self._in_batch = 0   # rows taken off the queue into the batch being built or written
 
     # -- producer side ---------------------------------------------------------------------
     def start(self) -> "LogWriter":
@@ -121,6 +122,12 @@ class LogWriter:
     def add(self, table: str, row: dict) -> None:
         self._raise_if_failed()
         self._q.put(("row", table, row))
+
+    def backlog(self) -> int:
+        """Rows handed over but not yet written: the engine stops admitting accounts while
+        this is high, so a fast producer (the mock model) cannot outrun the disk and grow
+        memory with the input."""
+        return self._q.qsize() + self._in_batch
 
     def execute(self, sql: str, params: list | None = None) -> None:
         """Queue a statement (e.g. an UPDATE of the run row); runs in order with the rows."""
@@ -170,6 +177,7 @@ class LogWriter:
                 if kind == "row":
                     batch.rows.setdefault(a, []).append(b)
                     count += 1
+                    self._in_batch += 1
                 elif kind == "sql":
                     # statements run after the rows queued before them
                     self._write(batch)
@@ -198,6 +206,7 @@ class LogWriter:
         except BaseException as exc:  # recorded, re-raised to producers
             self._error = exc
         finally:
+            self._in_batch -= sum(len(r) for r in batch.rows.values())
             for ev in batch.waiters:
                 ev.set()
 

@@ -37,6 +37,9 @@ class ModelAlias(Strict):
     api_base: str | None = None
     price: Price | None = None
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried when this one keeps failing")
+    hedge_after_p: float | None = Field(default=None, ge=50, le=99.9, description=(
+        "send a duplicate of a call still unanswered after this percentile of the alias's "
+        "recent latencies, into a free slot only; first answer wins (default: defaults')"))
     params: dict[str, Any] = Field(default_factory=dict, description="extra litellm parameters")
 
     @field_validator("params")
@@ -69,6 +72,8 @@ class Defaults(Strict):
     max_repairs: int = Field(default=2, ge=0, le=10)
     max_tool_rounds: int = Field(default=5, ge=0, le=50)
     max_attempts: int = Field(default=8, ge=1, le=50, description="attempts per LLM call, retries included")
+    hedge_after_p: float | None = Field(default=None, ge=50, le=99.9, description=(
+        "hedged requests for every alias (e.g. 95); off by default"))
 
 
 class InputSpec(Strict):

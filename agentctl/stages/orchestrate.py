@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agentctl.agents import CellFailed, ExtraTool
-from agentctl.errors import ProviderError
+from agentctl.errors import BudgetExceeded, ProviderError
 from agentctl.llm.types import ToolCallRequest
 from agentctl.runlog.writer import utcnow
 from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
@@ -178,6 +178,10 @@ class OrchestrateType(StageType):
         try:
             result = await cell.agent(subs[agent], prompt, sub_output, role="subagent", span=span,
                                       parent=parent, task=task, extra_tools=extra)
+        except BudgetExceeded as exc:  # the account's budget: a bound like the others
+            tree.refused += 1
+            msg = f"spawn refused: {exc.message}; give your final answer with what you have"
+            return log.finish("refused", {"error": msg, "refused": True}, error=msg, child=span.id)
         except (CellFailed, ProviderError) as exc:
             if isinstance(exc, ProviderError) and exc.stops_run:
                 raise
