@@ -114,7 +114,23 @@ def prepare_run(opts: RunOptions) -> Prepared:
     concurrency = opts.concurrency or spec.pipeline.defaults.concurrency
     prep = Prepared(opts, spec, accounts, summary, db_path, plans, concurrency)
     check_budget_prices(prep)
+    allow_open_files(concurrency)
     return prep
+
+
+def allow_open_files(concurrency: int) -> None:
+    """Each call in flight holds a socket: lift the soft open-files limit (often 1,024) toward
+    the hard one, so `--concurrency 1000` is not cut short by EMFILE."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 4 * concurrency + 256
+        if soft != resource.RLIM_INFINITY and soft < want:
+            target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def used_aliases(spec: LoadedSpec) -> set[str]:
@@ -354,6 +370,7 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
     check_budget_prices(prep)
+    allow_open_files(prep.concurrency)
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
 
 

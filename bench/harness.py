@@ -41,8 +41,9 @@ class FakeServer:
     """`python -m tests.fakes.llm_server` in its own process (its CPU is not ours)."""
 
     def __init__(self, *, latency: float, seed: int, faults: dict[str, float] | None = None,
-                 log_path: Path):
+                 slow_rate: float = 0.0, slow_factor: float = 10.0, log_path: Path):
         self.latency, self.seed, self.faults = latency, seed, dict(faults or {})
+        self.slow_rate, self.slow_factor = slow_rate, slow_factor  # the heavy tail, if any
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -56,6 +57,8 @@ class FakeServer:
                "--seed", str(self.seed)]
         for name, rate in self.faults.items():
             cmd += [f"--fault-{name}", str(rate)]
+        if self.slow_rate:
+            cmd += ["--slow-rate", str(self.slow_rate), "--slow-factor", str(self.slow_factor)]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                                      stderr=self._log, text=True)

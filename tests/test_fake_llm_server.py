@@ -237,6 +237,24 @@ def test_peak_in_flight_is_measured(srv):
     assert srv.in_flight == 0 and len(srv.requests) == 8
 
 
+def test_slow_rate_makes_a_seeded_share_of_replies_slow():
+    def served(seed: int) -> tuple[list[bool], dict, list[float]]:
+        with FakeLLM(latency=0.002, seed=seed, slow_rate=0.2, slow_factor=10) as server:
+            took = []
+            for _ in range(100):
+                started = time.perf_counter()
+                post(server)
+                took.append(time.perf_counter() - started)
+            return [r["_slow"] for r in server.requests], server.stats(), took
+
+    slow, stats, took = served(5)
+    assert 8 <= sum(slow) <= 35 and stats["slow_replies"] == sum(slow)
+    assert all(t >= 0.02 for t, s in zip(took, slow) if s)
+    assert stats["delay_s_total"] == pytest.approx(0.002 * (100 + 9 * sum(slow)))
+    assert stats["slept_s_total"] >= stats["delay_s_total"] - 0.001  # measured around the sleep
+    assert served(5)[0] == slow  # the same seed draws the same sequence
+
+
 # -- faults --------------------------------------------------------------------------------
 
 def test_fault_429_carries_retry_after(srv):

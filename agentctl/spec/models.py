@@ -12,13 +12,20 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from agentctl.spec.base import (  # noqa: F401  (re-exported: the spec's public names)
+from agentctl.spec.base import (
     IDENT, OUTPUT_TYPES, Ident, OutputField, StageBase, Strict, ToolName,
 )
-from agentctl.stages import (  # noqa: F401
+from agentctl.stages import (
     STAGE_TYPES, AgentStage, OrchestrateStage, PanelStage, ReduceStage, RouteStage, SelectStage,
     Stage,
 )
+
+__all__ = [  # the spec's public names, the stage models re-exported from their stage types
+    "IDENT", "OUTPUT_TYPES", "STAGE_TYPES", "Agent", "AgentStage", "Budget", "Defaults", "Ident",
+    "InputSpec", "Limit", "ModelAlias", "OrchestrateStage", "OutputField", "PanelStage",
+    "Pipeline", "Price", "ReduceStage", "RouteStage", "SelectStage", "Stage", "StageBase",
+    "Strict", "ToolName", "ToolSpec",
+]
 
 
 # --- models and limits --------------------------------------------------------------------

@@ -19,13 +19,18 @@ How one request is answered; the first rule that applies wins:
    ``json_object``, or a short text.
 
 Every reply except the fault and rpm 429s waits ``Reply.delay`` or else ``latency`` first.
+Heavy tail: with ``slow_rate`` set, a seeded random share of the replies that wait ``latency``
+wait ``latency * slow_factor`` instead (a draw of its own, so the fault draws do not move).
 Markers such as ``[[item:ACME-1]] [[stage:research]]`` in the system messages or the last user
 message, and ``x-agentctl-<key>`` headers, become ``body["_meta"]``; ``count(item="ACME-1")``
 matches on them. Each recorded body also gets ``_status`` (None while pending, or when no
 response was sent: hang, reset), ``_usage`` and ``_fault`` (which fault rule fired, or None).
 
 As a process: ``python -m tests.fakes.llm_server --port 0 --latency 1.0 --fault-429 0.1``
-prints ``PORT <n>`` as its first line and also serves ``GET /stats`` and ``POST /reset``.
+(``--slow-rate 0.05 --slow-factor 10`` for a heavy tail) prints ``PORT <n>`` as its first line
+and also serves ``GET /stats`` and ``POST /reset``. ``/stats`` sums the delays of the answered
+requests (``delay_s_total``, as scheduled; ``slept_s_total``, as measured), so a benchmark can
+compute its ideal time from what was actually served.
 
 This file runs past STYLE.md's ~400 lines because the schema-value generator lives here too,
 so that the fake stays one self-contained file.
@@ -107,9 +112,12 @@ _ERROR_FOR_STATUS = {429: "rate_limit_exceeded", 401: "authentication_error", 40
 
 
 class FakeLLM:
-    def __init__(self, *, latency: float = 0.0, seed: int = 0):
+    def __init__(self, *, latency: float = 0.0, seed: int = 0, slow_rate: float = 0.0,
+                 slow_factor: float = 10.0):
         self.latency = latency
         self.seed = seed
+        self.slow_rate = slow_rate      # share of latency-waiting replies that are slow
+        self.slow_factor = slow_factor  # ... and wait latency * slow_factor
         self.faults = Faults()
         self.responder: Callable[[dict], Reply | None] | None = None
         self.requests: list[dict] = []
@@ -118,6 +126,7 @@ class FakeLLM:
         self.port: int | None = None
         self._lock = threading.Lock()  # guards everything above that handlers mutate
         self._rng = random.Random(seed)
+        self._slow_rng = random.Random(f"slow:{seed}")
         self._admitted: deque[float] = deque()  # start times inside the rpm window
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,6 +201,7 @@ class FakeLLM:
             self.peak_in_flight = self.in_flight
             self._admitted.clear()
             self._rng = random.Random(self.seed)
+            self._slow_rng = random.Random(f"slow:{self.seed}")
 
     def count(self, **match: Any) -> int:
         """Requests whose ``_meta`` has every key=value; ``_status=429`` etc. match the record."""
@@ -208,8 +218,12 @@ class FakeLLM:
             in_flight, peak = self.in_flight, self.peak_in_flight
         statuses = Counter("none" if r["_status"] is None else str(r["_status"]) for r in rows)
         faults = Counter(r["_fault"] for r in rows if r["_fault"])
+        answered = [r for r in rows if r["_status"] is not None]
         return {"requests": len(rows), "in_flight": in_flight, "peak_in_flight": peak,
-                "status_counts": dict(statuses), "fault_counts": dict(faults)}
+                "status_counts": dict(statuses), "fault_counts": dict(faults),
+                "answered": len(answered), "slow_replies": sum(1 for r in answered if r.get("_slow")),
+                "delay_s_total": round(sum(r.get("_delay") or 0.0 for r in answered), 6),
+                "slept_s_total": round(sum(r.get("_slept") or 0.0 for r in answered), 6)}
 
     async def _stats_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -257,12 +271,15 @@ class FakeLLM:
         if reply is None:
             reply = await self._respond(body)
 
-        delay = reply.delay if reply.delay is not None else self.latency
+        delay = reply.delay if reply.delay is not None else self._base_delay(body)
         if reply.hang:
             await _wait(self._stopping, HANG_SECONDS)
             return None
         if delay > 0:
+            slept = time.perf_counter()
             await asyncio.sleep(delay)
+            body["_slept"] = time.perf_counter() - slept
+        body["_delay"] = delay
         if reply.reset:
             return None
         if reply.malformed:
@@ -276,6 +293,15 @@ class FakeLLM:
         payload = _completion(body, reply, next(self._ids))
         body["_usage"], body["_status"] = payload["usage"], 200
         return web.json_response(payload, headers=reply.headers)
+
+    def _base_delay(self, body: dict) -> float:
+        """``latency``, or ``latency * slow_factor`` for a seeded ``slow_rate`` share of replies."""
+        if self.slow_rate <= 0:  # no draw at all: unchanged behaviour when the tail is off
+            return self.latency
+        with self._lock:
+            slow = self._slow_rng.random() < self.slow_rate
+        body["_slow"] = slow
+        return self.latency * self.slow_factor if slow else self.latency
 
     def _decide_fault(self, body: dict) -> tuple[Reply | None, str | None]:
         """Called under the lock: the rpm window and the seeded draw."""
@@ -569,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Serve a fake OpenAI chat-completions API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--slow-rate", type=float, default=0.0, metavar="RATE",
+                        help="share of answers that wait latency x --slow-factor (seeded draw)")
+    parser.add_argument("--slow-factor", type=float, default=10.0, help="how much slower a slow answer is")
     parser.add_argument("--seed", type=int, default=0, help="seed for the fault draws")
     for name in ("429", "500", "hang", "malformed", "reset", "invalid"):
         parser.add_argument(f"--fault-{name}", type=float, default=0.0, metavar="RATE")
@@ -581,7 +610,8 @@ def main(argv: list[str] | None = None) -> None:
         retry_after: float | str = float(args.retry_after)
     except ValueError:
         retry_after = args.retry_after
-    server = FakeLLM(latency=args.latency, seed=args.seed)
+    server = FakeLLM(latency=args.latency, seed=args.seed, slow_rate=args.slow_rate,
+                     slow_factor=args.slow_factor)
     server.faults = Faults(rate_429=args.fault_429, rate_500=args.fault_500, rate_hang=args.fault_hang,
                            rate_malformed=args.fault_malformed, rate_reset=args.fault_reset,
                            rate_invalid=args.fault_invalid, retry_after=retry_after,
