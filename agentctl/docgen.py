@@ -128,6 +128,7 @@ def runlog_schema() -> str:
     from agentctl.runlog.schema import MIGRATIONS
 
     tables: dict[str, list[str]] = {}
+    notes: dict[str, str] = {}
     order: list[str] = []
     for number, name, sql in MIGRATIONS:
         for create in re.finditer(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, re.S):
@@ -137,9 +138,24 @@ def runlog_schema() -> str:
         for alter in re.finditer(r"ALTER TABLE (\w+) ADD COLUMN (.*?);(.*)", sql):
             tables[alter.group(1)].append(
                 f"    {alter.group(2)}{alter.group(3).rstrip()}  -- (migration {number})")
+        for rebuilt in re.finditer(r"CREATE TABLE (\w+)_v\d+ AS SELECT \* FROM (\w+);", sql):
+            table = rebuilt.group(2)  # copied without its primary key
+            tables[table] = [line.replace(" PRIMARY KEY", "").replace(" NOT NULL", "")
+                             for line in tables[table]]
+            notes[table] = f"append-only, no primary key (migration {number})"
+        for logged in re.finditer(r"CREATE TABLE (\w+) AS SELECT \*, 0::BIGINT AS version FROM (\w+);", sql):
+            log, table = logged.group(1), logged.group(2)
+            tables[table] = [line.replace(" NOT NULL", "") for line in tables[table]
+                             if not line.strip().startswith("PRIMARY KEY")]
+            tables[table][-1] = tables[table][-1].rstrip().rstrip(",") if not \
+                tables[table][-1].strip().startswith("--") else tables[table][-1]
+            notes[table] = (f"a view over the append-only table `{log}` (the same columns plus "
+                            f"`version BIGINT`), showing the newest version of each row "
+                            f"(migration {number})")
     out = []
     for table in order:
-        out.append(f"#### `{table}`\n\n```sql\n" + "\n".join(tables[table]) + "\n```\n")
+        note = f"\n\n{notes[table][0].upper()}{notes[table][1:]}." if table in notes else ""
+        out.append(f"#### `{table}`{note}\n\n```sql\n" + "\n".join(tables[table]) + "\n```\n")
     versions = ", ".join(f"{n}: {name}" for n, name, _ in MIGRATIONS)
     out.append(f"Migrations (table `agentctl_migrations`): {versions}.")
     return "\n".join(out)

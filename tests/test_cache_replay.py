@@ -164,7 +164,7 @@ def test_resume_reuses_answers_already_in_the_run(llm, db, recorded):
     lost = account_id(0)
     con = duckdb.connect(str(db))
     try:
-        con.execute("DELETE FROM cells WHERE run_id = ? AND item_key = ?", [run_id, lost])
+        con.execute("DELETE FROM cell_log WHERE run_id = ? AND item_key = ?", [run_id, lost])
         con.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
     finally:
         con.close()

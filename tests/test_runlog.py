@@ -200,3 +200,38 @@ def test_log_writer_keeps_the_last_version_of_a_cell(tmp_path):
     writer.add("cells", {"run_id": "r-1", "item_key": "a", "stage_id": "s", "status": "skipped"})
     writer.close()
     assert db_rows(path, "SELECT status FROM cells") == [{"status": "skipped"}]
+
+
+def test_log_writer_stores_an_oversized_value_truncated_not_a_failed_run(tmp_path):
+    """A prompt far past any context window must not make DuckDB's JSON reader fail the run."""
+    from agentctl.runlog.writer import MAX_VALUE_CHARS
+
+    path = tmp_path / "big.duckdb"
+    writer = LogWriter(path, interval=5).start()
+    huge = "x" * (MAX_VALUE_CHARS + 10)
+    writer.add("llm_calls", {"call_id": "c1", "run_id": "r-1", "status": "ok",
+                             "request": {"messages": [{"role": "user", "content": huge}]}})
+    writer.add("llm_calls", {"call_id": "c2", "run_id": "r-1", "status": "ok",
+                             "request": {"messages": [{"role": "user", "content": "small"}]}})
+    writer.close()
+    rows = {r["call_id"]: r for r in db_rows(path, "SELECT call_id, request FROM llm_calls")}
+    import json
+
+    big = json.loads(rows["c1"]["request"])
+    assert big["_truncated"] is True and big["chars"] > MAX_VALUE_CHARS
+    assert json.loads(rows["c2"]["request"])["messages"][0]["content"] == "small"
+
+
+def test_log_writer_reports_its_backlog(tmp_path):
+    """The engine's backpressure reads this: rows handed over but not written yet."""
+    path = tmp_path / "backlog.duckdb"
+    writer = LogWriter(path, interval=30).start()
+    for i in range(50):
+        writer.add("cells", {"run_id": "r", "item_key": str(i), "stage_id": "s", "status": "ok"})
+    deadline = time.monotonic() + 5
+    while writer.backlog() != 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.backlog() == 50
+    writer.flush()
+    assert writer.backlog() == 0
+    writer.close()

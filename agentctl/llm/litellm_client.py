@@ -6,6 +6,7 @@ import email.utils
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -29,8 +30,31 @@ def quiet_litellm_env() -> None:
     os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT_PER_HOST", "8192")
 
 
+_preload: "threading.Thread | None" = None
+
+
+def preload_litellm() -> None:
+    """Start importing litellm on a background thread (it takes seconds) while the caller
+    checks the spec, the input and the run log; `load_litellm` then joins it. The import is
+    CPU-bound, so it overlaps with the checks' I/O, not with their CPU."""
+    global _preload
+    if _litellm is None and _preload is None:
+        _preload = threading.Thread(target=_import_quietly, name="agentctl-import-litellm",
+                                    daemon=True)
+        _preload.start()
+
+
+def _import_quietly() -> None:
+    try:
+        load_litellm()
+    except Exception:  # the foreground load_litellm() raises it again, where it is handled
+        pass
+
+
 def load_litellm():
     global _litellm
+    if _preload is not None and _preload.is_alive() and threading.current_thread() is not _preload:
+        _preload.join()
     if _litellm is None:
         quiet_litellm_env()
         import gc

@@ -165,4 +165,28 @@ ALTER TABLE llm_calls ADD COLUMN span_id VARCHAR;  -- the agent turn (spans) thi
 ALTER TABLE tool_calls ADD COLUMN span_id VARCHAR;  -- the agent turn that made the call
 ALTER TABLE tool_calls ADD COLUMN child_span_id VARCHAR;  -- spawn: the sub-agent it started (status refused | reused too)
 """),
+    (4, "append-only logs: no index that grows with the log's history", """
+-- A primary key's index is loaded and rewritten by every writer that appends to its table, so
+-- its cost grows with everything the log file has ever held. The big tables become
+-- append-only: llm_calls and tool_calls lose their (uuid) keys; cells, items and spans are
+-- views over logs where the newest version of a row wins.
+CREATE TABLE llm_calls_v4 AS SELECT * FROM llm_calls;
+DROP TABLE llm_calls;
+ALTER TABLE llm_calls_v4 RENAME TO llm_calls;
+CREATE TABLE tool_calls_v4 AS SELECT * FROM tool_calls;
+DROP TABLE tool_calls;
+ALTER TABLE tool_calls_v4 RENAME TO tool_calls;
+CREATE TABLE cell_log AS SELECT *, 0::BIGINT AS version FROM cells;
+DROP TABLE cells;
+CREATE VIEW cells AS SELECT * EXCLUDE (version) FROM cell_log
+    QUALIFY row_number() OVER (PARTITION BY run_id, item_key, stage_id ORDER BY version DESC) = 1;
+CREATE TABLE item_log AS SELECT *, 0::BIGINT AS version FROM items;
+DROP TABLE items;
+CREATE VIEW items AS SELECT * EXCLUDE (version) FROM item_log
+    QUALIFY row_number() OVER (PARTITION BY run_id, item_key ORDER BY version DESC) = 1;
+CREATE TABLE span_log AS SELECT *, 0::BIGINT AS version FROM spans;
+DROP TABLE spans;
+CREATE VIEW spans AS SELECT * EXCLUDE (version) FROM span_log
+    QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY version DESC) = 1;
+"""),
 ]

@@ -68,10 +68,19 @@ COLUMNS: dict[str, dict[str, str]] = {
         "decision_note": "VARCHAR", "created_at": "TIMESTAMP", "done_at": "TIMESTAMP",
     },
 }
-# Tables whose rows are final states keyed by a primary key: a newer row replaces the old one.
+# One NDJSON line may be at most this big: DuckDB's JSON reader sizes its buffers by it (a
+# 256 MB setting cost hundreds of MB per flush). A JSON value past MAX_VALUE_CHARS (a prompt
+# of millions of characters, far past any model's context) is stored truncated, with its size.
+MAX_OBJECT_BYTES = 16 * 1024 * 1024
+MAX_VALUE_CHARS = 12 * 1024 * 1024
+
+# Rows that are final states with a key: a newer row replaces the old one. The small tables
+# keep a primary key (INSERT OR REPLACE); the big ones are append-only logs read through a
+# view where the newest `version` wins (migration 4), so no index grows with the log.
 REPLACING = {"cells": ("run_id", "item_key", "stage_id"), "actions": ("idempotency_key",),
              "items": ("run_id", "item_key"), "spans": ("span_id",),
              "run_outputs": ("run_id", "stage_id")}
+LOGGED = {"cells": "cell_log", "items": "item_log", "spans": "span_log"}  # view -> its log
 JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in COLUMNS.items()}
 
 
@@ -111,6 +120,7 @@ class LogWriter:
         self.flushes = 0
         self.rows_written = 0
         self._in_batch = 0   # rows taken off the queue into the batch being built or written
+        self._version = 0
 
     # -- producer side ---------------------------------------------------------------------
     def start(self) -> "LogWriter":
@@ -229,6 +239,12 @@ class LogWriter:
                 except OSError:
                     pass
 
+    def _next_version(self) -> int:
+        """Increasing within this process even if the clock steps back; a later process (a
+        resume) writes later versions."""
+        self._version = max(self._version + 1, time.time_ns())
+        return self._version
+
     def _load(self, con, table: str, rows: list[dict]) -> str:
         cols = COLUMNS[table]
         if table in REPLACING:  # one command cannot replace the same row twice: keep the last
@@ -243,14 +259,21 @@ class LogWriter:
                     v = row.get(c)
                     if c in json_cols and v is not None:
                         v = json.dumps(v, default=_default, ensure_ascii=False)
+                        if len(v) > MAX_VALUE_CHARS:  # see MAX_OBJECT_BYTES
+                            v = json.dumps({"_truncated": True, "chars": len(v),
+                                            "head": v[:MAX_VALUE_CHARS // 4]}, ensure_ascii=False)
                     out[c] = v
                 fh.write(json.dumps(out, default=_default, ensure_ascii=False))
                 fh.write("\n")
         # JSON columns travel as strings and are cast on insert.
         read_types = ", ".join(f"{c}: '{'VARCHAR' if t == 'JSON' else t}'" for c, t in cols.items())
         select = ", ".join(c for c in cols)
-        verb = "INSERT OR REPLACE" if table in REPLACING else "INSERT"
-        con.execute(
-            f"{verb} INTO {table} ({select}) SELECT {select} FROM read_json(?, format='newline_delimited', "
-            f"columns={{{read_types}}}, maximum_object_size=268435456)", [tmp])
+        source = (f"read_json(?, format='newline_delimited', columns={{{read_types}}}, "
+                  f"maximum_object_size={MAX_OBJECT_BYTES})")
+        if table in LOGGED:  # a new version; the view shows the newest
+            con.execute(f"INSERT INTO {LOGGED[table]} ({select}, version) SELECT {select}, ? "
+                        f"FROM {source}", [self._next_version(), tmp])
+        else:
+            verb = "INSERT OR REPLACE" if table in REPLACING else "INSERT"
+            con.execute(f"{verb} INTO {table} ({select}) SELECT {select} FROM {source}", [tmp])
         return tmp
