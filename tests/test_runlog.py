@@ -235,3 +235,19 @@ def test_log_writer_reports_its_backlog(tmp_path):
     writer.flush()
     assert writer.backlog() == 0
     writer.close()
+
+
+def test_log_writer_keeps_every_line_under_the_json_reader_limit(tmp_path):
+    """Several large values in one row (request, response) still load: the row is shrunk."""
+    import json
+
+    from agentctl.runlog.writer import MAX_VALUE_CHARS
+
+    path = tmp_path / "wide.duckdb"
+    writer = LogWriter(path, interval=5).start()
+    quoted = '"' * (MAX_VALUE_CHARS - 10)  # each quote doubles when the value is escaped
+    writer.add("llm_calls", {"call_id": "c1", "run_id": "r-1", "status": "ok",
+                             "request": {"content": quoted}, "response": {"content": quoted}})
+    writer.close()
+    (row,) = db_rows(path, "SELECT request, response FROM llm_calls")
+    assert json.loads(row["request"])["_truncated"] and json.loads(row["response"])["_truncated"]

@@ -70,9 +70,10 @@ COLUMNS: dict[str, dict[str, str]] = {
 }
 # One NDJSON line may be at most this big: DuckDB's JSON reader sizes its buffers by it (a
 # 256 MB setting cost hundreds of MB per flush). A JSON value past MAX_VALUE_CHARS (a prompt
-# of millions of characters, far past any model's context) is stored truncated, with its size.
+# of millions of characters, past any model's context) is stored truncated, with its size;
+# a line that could still exceed the limit has every large JSON value truncated.
 MAX_OBJECT_BYTES = 16 * 1024 * 1024
-MAX_VALUE_CHARS = 12 * 1024 * 1024
+MAX_VALUE_CHARS = 4 * 1024 * 1024
 
 # Rows that are final states with a key: a newer row replaces the old one. The small tables
 # keep a primary key (INSERT OR REPLACE); the big ones are append-only logs read through a
@@ -263,7 +264,14 @@ class LogWriter:
                             v = json.dumps({"_truncated": True, "chars": len(v),
                                             "head": v[:MAX_VALUE_CHARS // 4]}, ensure_ascii=False)
                     out[c] = v
-                fh.write(json.dumps(out, default=_default, ensure_ascii=False))
+                line = json.dumps(out, default=_default, ensure_ascii=False)
+                if len(line) * 4 > MAX_OBJECT_BYTES:  # UTF-8 worst case: shrink every JSON value
+                    for c in json_cols:
+                        if out.get(c) is not None and len(out[c]) > 4096:
+                            out[c] = json.dumps({"_truncated": True, "chars": len(out[c]),
+                                                 "head": out[c][:4096]}, ensure_ascii=False)
+                    line = json.dumps(out, default=_default, ensure_ascii=False)
+                fh.write(line)
                 fh.write("\n")
         # JSON columns travel as strings and are cast on insert.
         read_types = ", ".join(f"{c}: '{'VARCHAR' if t == 'JSON' else t}'" for c, t in cols.items())
