@@ -92,10 +92,7 @@ def run(
                              limit=limit, model=model, mock=mock, auto_approve=auto_approve,
                              dry_actions=dry_actions, max_cost=max_cost, cache=cache,
                              replay=replay)
-    if not mock and not replay:  # the model will be needed: import it while the checks run
-        from agentctl.llm.litellm_client import preload_litellm
-
-        preload_litellm()
+    runner.start_early(opts)  # the model's import (and worker) overlap with the checks
 
     def body() -> int:
         prep = runner.prepare_run(opts)

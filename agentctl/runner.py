@@ -84,6 +84,16 @@ class RunOutcome:
                 "totals": self.totals}
 
 
+def start_early(opts: RunOptions) -> None:
+    """Before any check: start importing litellm on a thread, so the import overlaps with the
+    checks' I/O (it is CPU-bound, so it cannot overlap with their CPU)."""
+    if opts.mock or opts.replay:
+        return
+    from agentctl.llm.litellm_client import preload_litellm
+
+    preload_litellm()
+
+
 def prepare_run(opts: RunOptions) -> Prepared:
     """Every check that can reject the run, before a run row exists or a model is called."""
     spec = load_spec(opts.pipeline, model_override=opts.model)
