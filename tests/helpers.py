@@ -187,3 +187,18 @@ def first_line(text: str) -> str:
 
 def loads(text: str) -> Any:
     return json.loads(text)
+
+
+def copy_sample(root: Path) -> Path:
+    """pipelines/ and sample_data/ copied side by side under `root`, with a fresh CRM, so a
+    sample run writes its outbox and CRM rows there, not in the repository."""
+    import shutil
+
+    shutil.copytree(REPO / "pipelines", root / "pipelines")
+    data = root / "sample_data"
+    data.mkdir()
+    shutil.copy(REPO / "sample_data" / "accounts.csv", data / "accounts.csv")
+    shutil.copytree(REPO / "sample_data" / "corpus", data / "corpus")
+    subprocess.run([sys.executable, str(REPO / "sample_data" / "make_crm.py"),
+                    str(data / "crm.duckdb")], check=True, capture_output=True, cwd=REPO)
+    return root

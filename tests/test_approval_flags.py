@@ -10,15 +10,12 @@ stored-flag paths, where a budget stop and a failing stage leave work for resume
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.llm_server import Reply
-from tests.helpers import REPO, db_rows, first_line, run_cli, run_status
+from tests.helpers import copy_sample, db_rows, first_line, run_cli, run_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,14 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def sample(tmp_path) -> Path:
     """pipelines/ and sample_data/ copied side by side, with a fresh CRM database."""
-    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
-    data = tmp_path / "sample_data"
-    data.mkdir()
-    shutil.copy(REPO / "sample_data" / "accounts.csv", data / "accounts.csv")
-    shutil.copytree(REPO / "sample_data" / "corpus", data / "corpus")
-    subprocess.run([sys.executable, str(REPO / "sample_data" / "make_crm.py"),
-                    str(data / "crm.duckdb")], check=True, capture_output=True,
-                   cwd=REPO)
+    copy_sample(tmp_path)
     spec_text = (tmp_path / "pipelines" / "outbound.yaml").read_text()
     assert "approval: required" in spec_text  # the spec's own word, which the flags must beat
     return tmp_path

@@ -596,3 +596,13 @@ def test_retry_reruns_a_failed_panel_with_cached_turns(llm, tmp_path, db):
     assert cell_counts(db, run_id)["review"] == {"ok": 2}
     again = Counter(agent_of(b) for b in llm.requests) - sent
     assert again == Counter({"moderator": 2})  # panel turns came from the cache
+
+
+def test_subagents_share_the_runs_limits(llm, tmp_path, db):
+    """Sub-agents go through the same governor lane and limits as every other call."""
+    llm.latency = 0.2
+    path = spec(tmp_path, llm.base_url, [orchestrate()], limits={"fast": {"concurrency": 2}})
+    run_id = run_ok("run", path, write_accounts(tmp_path, 3))
+    assert cell_counts(db, run_id)["research"] == {"ok": 3}
+    assert llm.peak_in_flight == 2
+    assert len(spans(db, run_id, role="subagent")) == 9
