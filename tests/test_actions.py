@@ -498,6 +498,9 @@ def test_sigkill_mid_smtp_delivery_then_resume_delivers_each_once(llm, tmp_path,
     proc = popen_cli("run", spec, write_accounts(tmp_path, 3), "--auto-approve")
     try:
         wait_for(mailbox.first_data.is_set, "the first SMTP DATA", proc)
+        # the other two deliveries finish first (`done` flushed): only the stalled one is
+        # caught in its window (a kill inside another's would be SMTP's documented resend)
+        wait_for(lambda: done_actions(db) == 2, "the other deliveries to be done", proc)
     finally:
         sigkill(proc)
     run_id = only_run(db)

@@ -1,0 +1,168 @@
+"""`agentctl resume` and `agentctl retry`: rebuild a stored run (its spec text, prompts, input
+rows, cells, finished sub-agents and ledger) and settle the actions decided since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentctl.engine.plan import StagePlan, compile_plan
+from agentctl.engine.scheduler import CellResult
+from agentctl.errors import ConfigError
+from agentctl.inputs import AccountsFile
+from agentctl.preflight import allow_open_files, check_budget_prices, check_provider_env
+from agentctl.runlog import store
+from agentctl.runner import Prepared, RunOptions
+
+
+@dataclass
+class ResumeState:
+    run_id: str
+    prior: dict[tuple[str, str], CellResult]
+    items: dict[str, dict]                  # stored input rows by key
+    actions: dict[str, dict]                # the ledger, by idempotency key
+    spans: dict[str, dict] = field(default_factory=dict)         # finished agent turns, by span id
+    run_outputs: dict[str, dict] = field(default_factory=dict)   # reduce outputs, by stage
+
+
+def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
+                   retry_failed: bool = False, retry_stage: str | None = None,
+                   max_cost: float | None = None, auto_approve: bool = False,
+                   dry_actions: bool = False) -> tuple[Prepared, ResumeState, list[str]]:
+    """Rebuild a stored run: its own spec text, prompts, input rows, cells and ledger.
+
+    `retry_failed`/`retry_stage` (agentctl retry) drop the chosen failed cells, and everything
+    downstream of them, from the prior state so they run again inside the same run.
+    `auto_approve`/`dry_actions` given now replace the run's stored flags; otherwise the
+    flags the run was started with still hold, over the spec's `approval:`."""
+    if auto_approve and dry_actions:
+        raise ConfigError("--auto-approve and --dry-actions contradict each other; pick one")
+    from agentctl.runlog import queries
+    from agentctl.spec.loader import load_spec_text
+
+    db_path = store.resolve_db_path(db)
+    run, cells, actions, items, spans, run_outputs = queries.load_run_state(db_path, run_id)
+    warnings: list[str] = []
+    if run["status"] == "running" and not queries.looks_dead(run):
+        raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
+                          "wait for it, or stop it first")
+    spec_path = Path(run["spec_path"])
+    spec = load_spec_text(run["spec_text"], path=spec_path)
+    stored = run["prompts"] or {}
+    spec.prompts.update(stored.get("stages") or {})
+    spec.systems.update(stored.get("agents") or {})
+    if spec_path.exists():
+        import hashlib
+
+        if hashlib.sha256(spec_path.read_bytes()).hexdigest() != run["spec_sha256"]:
+            warnings.append(f"{spec_path} changed since the run started; resuming with the stored spec")
+    args = run["args"] or {}
+    opts = RunOptions(pipeline=str(spec_path), accounts=run["input_path"], db=str(db_path),
+                      concurrency=args.get("concurrency"), limit=args.get("limit"),
+                      model=args.get("model"), mock=bool(run["mock"]) if mock is None else mock,
+                      auto_approve=auto_approve or (bool(args.get("auto_approve")) and not dry_actions),
+                      dry_actions=dry_actions or (bool(args.get("dry_actions")) and not auto_approve),
+                      max_cost=max_cost if max_cost is not None else args.get("max_cost"),
+                      max_cost_overrides=max_cost is not None)
+    if opts.model:
+        from agentctl.spec.loader import _override_models
+
+        _override_models(spec, opts.model)
+    accounts = AccountsFile(opts.accounts, spec.pipeline.input, limit=opts.limit)
+    summary = accounts.validate()
+    if summary.sha256 != run["input_sha256"]:
+        warnings.append(f"{opts.accounts} changed since the run started; stored rows are used "
+                        "for accounts already read")
+    if not opts.mock:
+        check_provider_env(spec)
+    plans = compile_plan(spec)
+    prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"])
+             for k, c in cells.items()}
+    if retry_failed or retry_stage:
+        prior, run_outputs = _drop_for_retry(prior, plans, failed_only=retry_failed,
+                                             stage=retry_stage, run_outputs=run_outputs)
+    prep = Prepared(opts, spec, accounts, summary, db_path, plans,
+                    opts.concurrency or spec.pipeline.defaults.concurrency)
+    check_budget_prices(prep)
+    allow_open_files(prep.concurrency)
+    return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
+
+
+def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
+                    stage: str | None, run_outputs: dict | None = None) -> tuple[dict, dict]:
+    ids = [p.id for p in plans]
+    if stage is not None and stage not in ids:
+        raise ConfigError(f"no stage '{stage}' in this run; stages: {', '.join(ids)}")
+    downstream: dict[str, set[str]] = {p.id: set() for p in plans}
+    for p in plans:  # plans are in topological order
+        for n in p.needs:
+            downstream[n].add(p.id)
+    closure: dict[str, set[str]] = {}
+    for p in reversed(plans):
+        closure[p.id] = {p.id}.union(*(closure[d] for d in downstream[p.id]))
+    out = dict(prior)
+    outputs = dict(run_outputs or {})
+    dropped: set[str] = set()
+    for (item, sid), result in prior.items():
+        chosen = (stage is None or sid == stage) and (
+            result.status == "failed" or (not failed_only and result.status != "ok"))
+        if chosen:
+            dropped |= closure[sid]
+            for d in closure[sid]:
+                out.pop((item, d), None)
+    for sid, row in list(outputs.items()):  # a reduce re-runs when its inputs or itself do
+        chosen = (stage is None or sid == stage) and row["status"] != "ok"
+        if sid in dropped or chosen:
+            outputs.pop(sid)
+    return out, outputs
+
+
+async def settle_approved_actions(resume: ResumeState, executor, registry, ledger, prior,
+                                  recorder, *, forced: str | None = None) -> dict:
+    """Execute approved actions exactly once; a cell whose actions are all decided is done.
+
+    `forced` is the CLI's word at this resume: 'auto' approves what is still pending,
+    'dry_run' records it as a dry run, never to be executed."""
+    from agentctl.runlog.writer import utcnow
+    from agentctl.tools.base import ToolContext
+
+    for key, action in list(ledger.rows.items()):
+        if action["status"] == "pending_approval" and forced == "auto":
+            action = await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
+                                       "decided_at": utcnow()})
+        elif action["status"] == "pending_approval" and forced == "dry_run":
+            await ledger.put({**action, "status": "dry_run"})
+            continue
+        if action["status"] not in ("approved", "intent"):
+            continue
+        tool = registry.get(action["tool"])
+        if tool is None:
+            await ledger.put({**action, "status": "failed",
+                              "error": f"tool '{action['tool']}' no longer exists in the spec"})
+            continue
+        if action["status"] == "intent" and not tool.accepts_idempotency_key:
+            await ledger.put({**action, "status": "failed",
+                              "error": f"action {key} may or may not have run before a crash and "
+                                       f"tool '{tool.name}' cannot deduplicate, so it is not run "
+                                       "again; check by hand whether it happened"})
+            continue
+        ctx = ToolContext(run_id=resume.run_id, item_key=action["item_key"],
+                          stage_id=action["stage_id"], agent=None, idempotency_key=key)
+        await executor.execute(tool, action["arguments"] or {}, ctx, action)
+    open_cells = {(a["item_key"], a["stage_id"]) for a in ledger.rows.values()
+                  if a["status"] in ("pending_approval", "approved", "intent")}
+    for cell_key, result in list(prior.items()):
+        if result.status == "awaiting_approval" and cell_key not in open_cells:
+            failed = [a for a in ledger.rows.values()
+                      if (a["item_key"], a["stage_id"]) == cell_key and a["status"] == "failed"]
+            new = CellResult("failed" if failed else "ok", result.output,
+                             error=failed[0]["error"] if failed else None,
+                             error_type="ActionFailed" if failed else None)
+            prior[cell_key] = new
+            recorder.cell({"run_id": resume.run_id, "item_key": cell_key[0],
+                           "stage_id": cell_key[1], "status": new.status, "output": new.output,
+                           "error": new.error, "error_type": new.error_type, "attempts": 0,
+                           "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+                           "started_at": None, "ended_at": None, "duration_ms": 0.0})
+    return prior
