@@ -75,17 +75,23 @@ def get_run(con, run_id: str) -> dict[str, Any]:
     return run
 
 
+def _the_run(con, run_id: str, stage: str | None) -> tuple[str, dict[str, Any], list[str]]:
+    """(full run id, run row, stage order) of a run id or prefix; a `stage` must be one of it."""
+    if not store.has_schema(con):
+        raise NotFound("this run log has no runs yet; start one with `agentctl run`")
+    run_id = resolve_run_id(con, run_id)
+    run = get_run(con, run_id)
+    order = _stage_order(run)
+    if stage is not None and order and stage not in order:
+        raise NotFound(f"run {run_id} has no stage '{stage}'; stages: {', '.join(order)}")
+    return run_id, run, order
+
+
 def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str | None = None,
                 grid_limit: int = 200) -> dict[str, Any]:
     """Everything `agentctl inspect` shows, as plain data."""
     with store.connect(path, read_only=True) as con:
-        if not store.has_schema(con):
-            raise NotFound("this run log has no runs yet; start one with `agentctl run`")
-        run_id = resolve_run_id(con, run_id)
-        run = get_run(con, run_id)
-        stage_order = _stage_order(run)
-        if stage is not None and stage_order and stage not in stage_order:
-            raise NotFound(f"run {run_id} has no stage '{stage}'; stages: {', '.join(stage_order)}")
+        run_id, run, stage_order = _the_run(con, run_id, stage)
         if item is not None and not con.execute(
                 "SELECT 1 FROM items WHERE run_id = ? AND item_key = ?", [run_id, item]).fetchone():
             raise NotFound(f"run {run_id} has no item '{item}'; see `agentctl inspect {run_id}`")
@@ -388,13 +394,7 @@ def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[st
     """What `agentctl export` writes: a reduce stage's run-level output, or one row per account
     with its input and its stage outputs (one stage, or every stage)."""
     with store.connect(path, read_only=True) as con:
-        if not store.has_schema(con):
-            raise NotFound("this run log has no runs yet; start one with `agentctl run`")
-        run_id = resolve_run_id(con, run_id)
-        run = get_run(con, run_id)
-        order = _stage_order(run)
-        if stage is not None and order and stage not in order:
-            raise NotFound(f"run {run_id} has no stage '{stage}'; stages: {', '.join(order)}")
+        run_id, run, order = _the_run(con, run_id, stage)
         if stage is not None:
             out = _rows(con, "SELECT status, output, error, items FROM run_outputs "
                              "WHERE run_id = ? AND stage_id = ?", [run_id, stage])
