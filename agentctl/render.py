@@ -214,7 +214,7 @@ def run_outputs_view(outputs: list[dict[str, Any]], *, mock: bool = False) -> li
     parts: list[Any] = []
     for o in outputs:
         body = (json.dumps(o["output"], ensure_ascii=False, indent=2) if o["status"] == "ok"
-                else f"{o['error_type']}: {o['error']}")
+                else ": ".join(x for x in (o["error_type"], o["error"]) if x) or o["status"])
         title = (f"{o['stage_id']} (run-level output over {o['items']} accounts) · {o['status']} · "
                  f"{o['attempts']} calls · {money(o['cost_usd'], 0, mock=mock)}")
         parts.append(Panel(Text(body[:4000]), title=Text(title), title_align="left",

@@ -606,3 +606,32 @@ def test_subagents_share_the_runs_limits(llm, tmp_path, db):
     assert cell_counts(db, run_id)["research"] == {"ok": 3}
     assert llm.peak_in_flight == 2
     assert len(spans(db, run_id, role="subagent")) == 9
+
+
+def test_a_failed_panelist_fails_the_cell_at_once_and_stops_its_siblings(llm, tmp_path, db):
+    def responder(body: dict) -> Reply | None:
+        if agent_of(body) == "optimist":  # a bad request is not retried: the panelist fails
+            return Reply(status=400, error_type="invalid_request_error")
+        if agent_of(body) == "skeptic":
+            return Reply(content=json.dumps({"text": "slow"}), delay=20)
+        return None
+
+    llm.responder = responder
+    t0 = time.monotonic()
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [PANEL]), write_accounts(tmp_path, 1),
+                    code=1)
+    assert time.monotonic() - t0 < 10  # the skeptic's 20 s call was cancelled, not awaited
+    (cell,) = db_rows(db, "SELECT status, error FROM cells WHERE run_id = ?", [run_id])
+    assert cell["status"] == "failed" and "bad request" in cell["error"]
+    assert not any(agent_of(b) == "moderator" for b in llm.requests)
+
+
+def test_a_reduce_nobody_reached_says_so(llm, tmp_path, db):
+    stages = [RESEARCH, {"id": "none", "type": "select", "needs": ["research"], "where": "false"},
+              {**reduce_stage(), "needs": ["none", "research"]}]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 2))
+    (out,) = db_rows(db, "SELECT status, items, error FROM run_outputs WHERE run_id = ?", [run_id])
+    assert out == {"status": "skipped", "items": 0, "error": "no account reached this stage"}
+    assert not any(agent_of(b) == "analyst" for b in llm.requests)
+    res = run_inproc("export", run_id, "--stage", "report")
+    assert res.exit_code == 2 and "no account reached this stage" in res.stderr

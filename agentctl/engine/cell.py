@@ -11,6 +11,7 @@ run finds the sub-agents that had already finished and does not run them again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ class CellResult:
 
 
 STOPPED = CellResult("stopped")
+
+
+async def all_or_cancel(*aws: Any) -> list[Any]:
+    """`asyncio.gather`, except that the first failure cancels the others (a failed panelist
+    must not leave its siblings calling models for a cell that is already recorded)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def span_id_for(run_id: str, span_key: str) -> str:

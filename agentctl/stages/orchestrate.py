@@ -13,7 +13,6 @@ from the log instead of running it again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -26,6 +25,7 @@ from agentctl.agents import CellFailed, ExtraTool
 from agentctl.errors import BudgetExceeded, ProviderError
 from agentctl.llm.types import ToolCallRequest
 from agentctl.runlog.writer import utcnow
+from agentctl.engine.cell import all_or_cancel
 from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.spec.problems import Problem
@@ -132,7 +132,7 @@ class OrchestrateType(StageType):
             nonlocal rounds
             rounds += 1
             jobs = [self._one_spawn(cell, stage, tree, parent, c, llm_call_id, rounds) for c in calls]
-            return list(await asyncio.gather(*jobs))
+            return await all_or_cancel(*jobs)
 
         return ExtraTool(name=SPAWN, schema=spawn_schema(stage.agents), handle=handle)
 

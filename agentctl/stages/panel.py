@@ -9,12 +9,12 @@ in order and prices each voice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agentctl.engine.cell import all_or_cancel
 from agentctl.spec.base import Ident, OutputField, Strict, StageBase, check_one_prompt, output_block
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.spec.problems import Problem
@@ -133,7 +133,7 @@ class PanelType(StageType):
         for rnd in range(1, stage.rounds + 1):
             prompts = [questions[i] if rnd == 1 else _revise_prompt(questions[i], i, members, last)
                        for i in range(len(members))]
-            answers = await asyncio.gather(*(
+            answers = await all_or_cancel(*(
                 cell.agent(m, prompts[i], answer_spec, role="panelist", round=rnd,
                            span=cell.span("panelist", i, m.name, rnd))
                 for i, m in enumerate(members)))

@@ -12,7 +12,6 @@ run-level output under the stage id.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agentctl.agents import CellFailed
-from agentctl.engine.cell import CellResult
+from agentctl.engine.cell import CellResult, all_or_cancel
 from agentctl.errors import AgentctlError, ProviderError
 from agentctl.runlog.writer import utcnow
 from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
@@ -92,7 +91,8 @@ class ReduceType(StageType):
     async def decide(self, run) -> dict[str, CellResult]:
         stage: ReduceStage = run.plan.stage
         keys = [key for _, key, _ in run.items]
-        if not keys:
+        if not keys:  # say so, rather than leave the report missing without a word
+            run.record_output("skipped", None, items=0, error="no account reached this stage")
             return {}
         done = run.prior_output()
         if done is not None:  # a resumed run: the reduce already finished
@@ -121,7 +121,7 @@ class ReduceType(StageType):
             return await run.agent(profile, prompt, output, role="reduce", span=final,
                                    task=f"{len(items)} items")
         batches = _chunks(items, stage.batch_size)
-        partials = list(await asyncio.gather(*(
+        partials = list(await all_or_cancel(*(
             run.agent(profile, run.render(stage.id, items=b), output, role="map", parent=final,
                       span=run.span("map", i, depth=1), task=f"items {i * stage.batch_size + 1}-"
                       f"{i * stage.batch_size + len(b)} of {len(items)}")
@@ -134,7 +134,7 @@ class ReduceType(StageType):
                                        task=f"{len(partials)} partials of {len(items)} items")
             level += 1
             groups = _chunks(partials, max(2, stage.batch_size))
-            partials = list(await asyncio.gather(*(
+            partials = list(await all_or_cancel(*(
                 run.agent(profile, self._merge_prompt(run, stage, g, len(items)), output,
                           role="merge", parent=final, span=run.span("merge", level, i, depth=1),
                           task=f"level {level}: {len(g)} partials")
