@@ -223,18 +223,20 @@ def validate(
 
     def body() -> int:
         spec = load_spec(pipeline)
+        kinds = {sid: spec.pipeline.stage(sid).type for sid in spec.order}
         doc: dict[str, Any] = {"pipeline": spec.pipeline.name, "spec": str(spec.path),
-                               "stages": spec.order, "ok": True}
+                               "stages": spec.order, "kinds": kinds, "ok": True}
         if accounts is not None:
             summary = AccountsFile(accounts, spec.pipeline.input).validate()
             doc["accounts"] = {"path": summary.path, "rows": summary.rows, "format": summary.format}
         if as_json:
             print(json.dumps(doc, indent=2))
         else:
-            msg = f"ok: {spec.path.name} ({spec.pipeline.name}): stages {' -> '.join(spec.order)}"
+            shown = [sid + (f" [{kinds[sid]}]" if kinds[sid] != "agent" else "") for sid in spec.order]
+            msg = f"ok: {spec.path.name} ({spec.pipeline.name}): stages {' -> '.join(shown)}"
             if accounts is not None:
                 msg += f"; {doc['accounts']['rows']} accounts in {accounts}"
-            out.print(msg, highlight=False)
+            out.print(msg, highlight=False, markup=False)
         return 0
 
     raise typer.Exit(guarded(body))

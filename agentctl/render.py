@@ -50,7 +50,7 @@ def progress_table(progress: RunProgress, *, title: str | None = None) -> Table:
     total = progress.items_total
     for c in progress.stages.values():
         done = f"{c.done}/{total}" if total is not None else str(c.done)
-        t.add_row(c.stage_id + (f" [{c.kind}]" if c.kind != "agent" else ""), done,
+        t.add_row(Text(c.stage_id + (f" [{c.kind}]" if c.kind != "agent" else "")), done,
                   str(c.ok), _red(c.failed), str(c.skipped + c.filtered), str(c.in_flight),
                   str(c.calls), tokens(c.input_tokens + c.output_tokens),
                   money(c.cost_usd, c.unpriced_calls, mock=progress.mock))
@@ -139,7 +139,7 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
         tools = str(s["tool_calls"]) + (f" ({s['denied_tool_calls']} denied)" if s["denied_tool_calls"] else "")
         extra = [str(s["awaiting_approval"])] if awaiting else []
         label = s["id"] + (f" [{s['kind']}]" if s.get("kind", "agent") != "agent" else "")
-        t.add_row(label, str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
+        t.add_row(Text(label), str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
                   *extra, str(s["llm_calls"]), tools, f"{tokens(s['input_tokens'])}/{tokens(s['output_tokens'])}",
                   money(s["cost_usd"], s["unpriced_calls"], mock=data.get("mock", False)),
                   _ms(s["p50_ms"]), _ms(s["p95_ms"]), ", ".join(s["models"]))
@@ -348,7 +348,7 @@ def plan_table(doc: dict[str, Any]) -> Group:
         t.add_column(col, justify="left" if col in ("stage", "models") else "right")
     for s in doc["stages"]:
         if s["kind"] == "select":
-            t.add_row(s["id"] + " [select]", f"{s['items']:.0f}", "", "", "", "", "")
+            t.add_row(Text(s["id"] + " [select]"), f"{s['items']:.0f}", "", "", "", "", "")
             continue
         t.add_row(s["id"], f"{s['items']:.0f}", str(s["llm_calls"]), tokens(s["input_tokens"]),
                   tokens(s["output_tokens"]), money(s["cost_usd"], s["unpriced_calls"], mock=mock),
