@@ -128,10 +128,12 @@ def crash_and_resume(llm, tmp_path: Path, db: Path, ready, what: str, *,
 
 
 def logged_ok_cells(db: Path) -> int:
-    """Agent cells flushed to the log so far (0 while a writer holds the file)."""
+    """Agent cells the crashing run (not the reference run beside it, which uses
+    reference.yaml) has flushed to the log so far (0 while a writer holds the file)."""
     try:
         return db_rows(db, "SELECT count(*) AS n FROM cells WHERE status = 'ok' "
-                           "AND stage_id <> 'select'")[0]["n"]
+                           "AND stage_id <> 'select' AND run_id IN (SELECT run_id FROM runs "
+                           "WHERE spec_path LIKE '%pipeline.yaml')")[0]["n"]
     except Exception:
         return 0
 
