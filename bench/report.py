@@ -261,7 +261,7 @@ def _scenario(title: str, s: dict[str, Any], cfg: dict[str, Any], cpus: Any) -> 
         f"  CLI wall {p['wall_s']:.2f} s = startup {ph.get('startup')} s (spawn -> first request) + calls "
         f"{ph.get('calls')} s + shutdown {ph.get('shutdown')} s (last reply -> exit); run elapsed "
         f"{s['run_elapsed_s']} s",
-        f"  ideal {s['ideal_s']:.2f} s = {srv['requests']} calls x {_mean(s, cfg['latency'])} / "
+        f"  ideal {s['ideal_s']:.2f} s = {s.get('ideal_calls', srv['requests'])} calls x {_mean(s, cfg['latency'])} / "
         f"{cfg['concurrency']}; efficiency {s['efficiency_run']} (run), {s['efficiency_cli_wall']} (CLI wall)",
         f"  status {s['status'] or log.get('run_status')}, exit {p['returncode']}{stopped}",
         f"  server: {srv['requests']} requests, peak in-flight {srv['peak_in_flight']}, statuses "
@@ -387,7 +387,7 @@ def render(r: dict[str, Any], *, out: str) -> str:
                            f"x{cfg['slow_factor']:g}", r["tail"], cfg, env["cpus"])
     if r.get("tail_hedged"):
         lines += _scenario(f"Scenario tail, hedged (hedge_after_p: {cfg.get('hedge_p')}): the same "
-                           "server and calls, duplicates sent past p95 into free slots",
+                           "server and calls, a duplicate past p95 takes the next free slot",
                            r["tail_hedged"], cfg, env["cpus"])
     if r.get("naive"):
         lines += _naive(f"Naive chain: per-account asyncio chains under one Semaphore({cfg['concurrency']}), "

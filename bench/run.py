@@ -334,6 +334,7 @@ def run_pipeline(name: str, cfg: Config, server: FakeServer, spec: Path, account
         "process": process_summary(m, calls),
         "server": server_summary(stats, (srv0, srv1)),
         "ideal_s": round(ideal, 3), "ideal_mean_latency_s": round(mean, 4), "ideal_basis": basis,
+        "ideal_calls": logical_calls if logical_calls is not None else calls,
         "run_elapsed_s": elapsed,
         "efficiency_cli_wall": round(ideal / m.wall_s, 4) if m.wall_s else None,
         "efficiency_run": round(ideal / elapsed, 4) if elapsed else None,

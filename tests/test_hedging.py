@@ -1,15 +1,19 @@
-"""Hedged requests (`hedge_after_p`): a slow call gets a duplicate into a free slot, the first
+"""Hedged requests (`hedge_after_p`): a slow call gets a duplicate in the next free slot, the first
 answer wins, the loser is cancelled, and nothing is counted twice. Measured at the loopback
 server (requests seen, peak in flight) and in the run log (rows, costs)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
 
 import pytest
 
+from agentctl.llm.caller import CellUsage, ModelCaller, Route
+from agentctl.llm.limiter import PriorityLimiter
+from agentctl.llm.types import LLMRequest, LLMResponse
 from tests.fakes.llm_server import Reply
 from tests.helpers import db_rows, first_line, run_inproc, write_accounts, write_spec
 
@@ -75,16 +79,77 @@ def test_no_hedging_unless_asked(llm, tmp_path):
     assert len(llm.requests) == 40
 
 
-def test_a_hedge_never_takes_a_slot_queued_work_is_waiting_for(llm, tmp_path):
-    """Mid-run every slot is wanted: a slow call there is not hedged; only idle capacity is."""
+def test_a_hedge_goes_ahead_of_queued_work_but_never_past_the_limit(llm, tmp_path):
+    """Mid-run every slot is wanted: the duplicate of a stuck call takes the next free slot
+    ahead of the queued accounts, and the limit still holds."""
     db = tmp_path / "agentctl.duckdb"
     llm.latency = 0.05
-    llm.responder = slow_first_time({"acct-040"}, delay=1.0)  # mid-run, queue still full
+    llm.responder = slow_first_time({"acct-040"}, delay=5.0)  # mid-run, queue still full
     spec = write_spec(tmp_path, llm.base_url, stages=ONE_STAGE, concurrency=2,
                       extra={"defaults": {"hedge_after_p": 90}})
     res = run_inproc("run", spec, write_accounts(tmp_path, 100))
     assert res.exit_code == 0
     run_id = first_line(res.stdout)
-    hedged = db_rows(db, "SELECT item_key FROM llm_calls WHERE run_id = ? AND purpose = 'hedge'", [run_id])
-    assert hedged == []
+    rows = db_rows(db, "SELECT item_key, status FROM llm_calls WHERE run_id = ? AND purpose = 'hedge'", [run_id])
+    assert {"item_key": "acct-040", "status": "ok"} in rows
+    order = [r["_meta"]["item"] for r in llm.requests]
+    first = order.index("acct-040")
+    again = order.index("acct-040", first + 1)
+    # one slot is held by the stuck call, the other turns over every 50 ms: the duplicate
+    # went out within a few requests, not behind the ~60 accounts still queued
+    assert again - first <= 4, order[first:again + 1]
     assert llm.peak_in_flight <= 2
+    logged = db_rows(db, "SELECT status FROM llm_calls WHERE run_id = ?", [run_id])
+    # a duplicate cancelled before its bytes left may never reach the server; its row says so
+    cancelled = sum(1 for r in logged if r["status"] == "cancelled")
+    assert len(logged) - cancelled <= len(llm.requests) <= len(logged), (len(logged), len(llm.requests))
+
+
+class StepClient:
+    """An in-process LLMClient: replies after `delay` seconds and counts what it was sent."""
+
+    def __init__(self) -> None:
+        self.delay = 0.01
+        self.sent = 0
+        self.in_flight = 0
+        self.peak = 0
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        self.sent += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        return LLMResponse(content="{}", input_tokens=10, output_tokens=2, cost_usd=0.001)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_hedges_are_capped_when_the_provider_slows_down_across_the_board():
+    """Every call suddenly takes 20x what the latency window knows, with slots to spare: without
+    a cap each of them would be duplicated. At p90 at most 20% of calls are."""
+    client, rows = StepClient(), []
+    caller = ModelCaller(client=client, record=rows.append, run_id="r", limiter=PriorityLimiter(100),
+                         routes={"m": Route("m", "openai/m", {}, hedge_after_p=90)})
+
+    async def one(i: int) -> None:
+        req = LLMRequest(alias="m", model="openai/m", messages=[{"role": "user", "content": str(i)}],
+                         meta={"item_key": f"a{i}", "stage_id": "s"})
+        await caller.call(req, usage=CellUsage(), purpose="call")
+
+    async def main() -> None:
+        for i in range(40):               # the window learns ~10 ms
+            await one(i)
+        client.delay = 0.2                # then everything is slow, 60 calls at once
+        await asyncio.gather(*(one(i) for i in range(40, 100)))
+
+    asyncio.run(main())
+    hedges = [r for r in rows if r["purpose"] == "hedge"]
+    assert len([r for r in rows if r["purpose"] != "hedge"]) == 100
+    # 70 calls were made once the window had its 30 samples: 20% of them is 14; uncapped, ~40
+    assert 0 < len(hedges) <= 0.2 * 70
+    assert client.sent == 100 + len(hedges)
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.1)  # the duplicates cost nothing

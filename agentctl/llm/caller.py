@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agentctl.errors import BudgetExceeded, OutputInvalid, ProviderError, RetryableProviderError
-from agentctl.llm.hedge import Hedge, LatencyWindow, race
+from agentctl.llm.hedge import PRIORITY as HEDGE_PRIORITY, Hedge, LatencyWindow, max_share, race
 from agentctl.llm.limiter import PriorityLimiter
 from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
 from agentctl.runlog.writer import utcnow
@@ -100,7 +100,8 @@ class ModelCaller:
     on_usage: Callable[[str, LLMResponse | None], None] | None = None  # progress counters
     stop_reason: str | None = None
     latencies: dict[str, LatencyWindow] = field(default_factory=dict)  # alias -> recent ok latencies
-    hedges: int = 0
+    hedges: int = 0       # duplicates sent
+    calls_sent: int = 0   # calls that could have been hedged (hedging on, percentile known)
 
     stop_status: str | None = None
 
@@ -163,7 +164,9 @@ class ModelCaller:
             latency_ms = (time.perf_counter() - t0) * 1000
             if hedge is not None:
                 self._log_hedge(req, alias, usage, hedge)
-            elif resp is not None and not resp.cache_hit:
+            if resp is not None and not resp.cache_hit:
+                # a hedged call counts with the time its first answer took: leaving it out
+                # would drop the slow ones and pull the percentile down into the fast ones
                 self.latencies.setdefault(alias, LatencyWindow()).add(latency_ms / 1000)
             usage.add(resp)
             if self.budget is not None:
@@ -233,28 +236,30 @@ class ModelCaller:
         if after is None:
             return await self._send(req), None
         taken: list[Callable[[], None]] = []
+        self.calls_sent += 1
 
-        def take_slot() -> bool:
+        async def take_slot() -> bool:
+            if self.hedges >= max(1, self.calls_sent * max_share(p)):  # type: ignore[arg-type]
+                return False
             stage_limiter = self.stage_limiters.get(stage_id)
             if stage_limiter is not None:
-                if not stage_limiter.try_acquire():
-                    return False
+                await stage_limiter.acquire(HEDGE_PRIORITY)
                 taken.append(stage_limiter.release)
             if self.governor is not None:
-                if not self.governor.try_acquire(alias, est_tokens):
-                    return self._give(taken)
+                await self.governor.acquire(alias, est_tokens, HEDGE_PRIORITY)
                 taken.append(lambda: self.governor.release(alias, est_tokens, None, None,
                                                            cancelled=True))
-            if not self.limiter.try_acquire():
-                return self._give(taken)
+            await self.limiter.acquire(HEDGE_PRIORITY)
             taken.append(self.limiter.release)
+            if self.stop_reason:
+                return self._give(taken)
             if self.budget is not None:
                 try:
                     self.budget.reserve(req.meta.get("item_key"), req, est_tokens,
                                         hold=("hedge", id(req)))
                 except BudgetExceeded:  # no money for a duplicate: no duplicate
                     return self._give(taken)
-            taken.append(lambda: self.budget and self.budget.release_hold(("hedge", id(req))))
+                taken.append(lambda: self.budget.release_hold(("hedge", id(req))))
             self.hedges += 1
             return True
 

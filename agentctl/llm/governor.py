@@ -103,22 +103,6 @@ class RateGovernor:
             lane.limiter.release()
             raise
 
-    def try_acquire(self, alias: str, est_tokens: int) -> bool:
-        """A slot in the lane only if it is free now and its rpm/tpm spacing allows a request
-        now (hedges never wait and never push a lane past its limits)."""
-        lane = self.lane(alias)
-        loop_now = asyncio.get_running_loop().time()
-        if lane.paused_until > loop_now or (lane.rpm and lane.next_request_at > loop_now) or \
-                (lane.tpm and lane.next_token_at > loop_now):
-            return False
-        if not lane.limiter.try_acquire():
-            return False
-        if lane.rpm:
-            lane.next_request_at = max(lane.next_request_at, loop_now) + 60.0 / lane.rpm
-        if lane.tpm:
-            lane.next_token_at = max(lane.next_token_at, loop_now) + est_tokens * 60.0 / lane.tpm
-        return True
-
     def release(self, alias: str, est_tokens: int, resp: Any, error: ProviderError | None,
                 *, cancelled: bool = False) -> None:
         lane = self.lane(alias)

@@ -2,11 +2,15 @@
 `hedge_after_p`).
 
 A call still unanswered after the p-th percentile of its alias's recent latencies gets one
-duplicate. The duplicate only goes into a slot that is free *now* (every limit it passes
-has room and nobody is queued for it), so hedging never delays queued work and never
-exceeds a concurrency or rate limit. The first answer wins; the other request is cancelled.
-Both are rows in `llm_calls`: the attempt carries the winning reply and its cost, the
-duplicate is a `purpose = 'hedge'` row with no tokens and no cost (status `ok` when it
+duplicate. The duplicate queues for the next slot of every limit the call passed, ahead of
+all other queued work (it is the call closest to done: a stuck reply holds a slot for ten
+times a normal one, a duplicate usually frees it in one), so hedging fills slots that a
+straggler would otherwise waste and never exceeds a concurrency or rate limit. If the
+original answers while the duplicate still waits for a slot, nothing is sent. At most
+`max_share` of a caller's calls are hedged, so a provider that slows down across the board
+sees a few more requests, not twice as many. The first answer wins; the other request is
+cancelled. Both are rows in `llm_calls`: the attempt carries the winning reply and its cost,
+the duplicate is a `purpose = 'hedge'` row with no tokens and no cost (status `ok` when it
 answered first, `cancelled` when it lost), so nothing is counted twice. A provider may still
 bill a cancelled request's prompt; agentctl cannot see that and says so in the docs.
 """
@@ -21,6 +25,13 @@ from typing import Any, Awaitable, Callable
 MIN_SAMPLES = 30      # no hedging until the alias has this many answered calls
 WINDOW = 400          # recent latencies per alias
 RECOMPUTE_EVERY = 16  # the percentile is recomputed after this many new samples
+PRIORITY = float("-inf")  # a duplicate is served before any queued call
+
+
+def max_share(p: float) -> float:
+    """The share of calls that may be hedged: twice what the percentile implies (10% at p95),
+    at least 2%."""
+    return max(0.02, 2 * (100 - p) / 100)
 
 
 class LatencyWindow:
@@ -55,48 +66,71 @@ class LatencyWindow:
 
 @dataclass
 class Hedge:
-    """What happened to the duplicate of one attempt (None fields: no duplicate was sent)."""
+    """What happened to the duplicate of one attempt."""
     won: bool = False
     latency_ms: float = 0.0
     started_at: Any = None
     error: str | None = None
 
 
+class _NotSent(Exception):
+    """The duplicate got no slot (share used up, no money, run stopping)."""
+
+
 async def race(send: Callable[[], Awaitable[Any]], *, after: float,
-               take_slot: Callable[[], bool], give_slot: Callable[[], None],
+               take_slot: Callable[[], Awaitable[bool]], give_slot: Callable[[], None],
                now: Callable[[], Any], clock: Callable[[], float]) -> tuple[Any, Hedge | None]:
-    """Run `send()`; if it has not answered after `after` seconds and `take_slot()` finds a
-    free slot, run a second `send()` and return the first answer. The loser is cancelled.
-    A failure of one copy waits for the other; when both fail, the first error is raised."""
+    """Run `send()`; if it has not answered after `after` seconds, wait for `take_slot()` and
+    run a second `send()`; return the first answer (and the duplicate's Hedge, None when no
+    duplicate was sent). The loser is cancelled. A failure of one copy waits for the other;
+    when both fail, the first error is raised. `give_slot()` always runs at the end."""
     primary = asyncio.ensure_future(send())
     try:
         done, _ = await asyncio.wait({primary}, timeout=after)
     except BaseException:
         primary.cancel()
         raise
-    if done or not take_slot():
+    if done:
         return await primary, None
-    hedge_info = Hedge(started_at=now())
-    t0 = clock()
-    duplicate = asyncio.ensure_future(send())
+    hedge_info = Hedge()
+    t0 = 0.0
+
+    async def duplicate_call() -> Any:
+        nonlocal t0
+        if not await take_slot():
+            raise _NotSent
+        hedge_info.started_at = now()
+        t0 = clock()
+        return await send()
+
+    duplicate = asyncio.ensure_future(duplicate_call())
     pending = {primary, duplicate}
     first_error: BaseException | None = None
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
+            for task in sorted(done, key=lambda t: t is not primary):  # the original first
+                error = task.exception()
+                sent = hedge_info.started_at is not None
+                if error is None:
+                    if not sent:
+                        return task.result(), None
                     hedge_info.won = task is duplicate
                     hedge_info.latency_ms = (clock() - t0) * 1000
                     if not hedge_info.won:
                         hedge_info.error = "cancelled: the original request answered first"
                     return task.result(), hedge_info
+                if isinstance(error, _NotSent):
+                    continue
                 if first_error is None or task is primary:
-                    first_error = task.exception()
-        hedge_info.latency_ms = (clock() - t0) * 1000
-        hedge_info.error = f"failed too: {first_error}"
+                    first_error = error
+            if first_error is not None and hedge_info.started_at is None:
+                break  # the original failed before its duplicate was sent: send none
         assert first_error is not None
-        first_error.hedge = hedge_info  # type: ignore[attr-defined]  (logged by the caller)
+        if hedge_info.started_at is not None:
+            hedge_info.latency_ms = (clock() - t0) * 1000
+            hedge_info.error = f"failed too: {first_error}"
+            first_error.hedge = hedge_info  # type: ignore[attr-defined]  (logged by the caller)
         raise first_error
     finally:
         for task in (primary, duplicate):

@@ -53,13 +53,6 @@ class PriorityLimiter:
                     pass
             raise
 
-    def try_acquire(self) -> bool:
-        """A slot only if one is free now and nobody is queued for it (hedges use this)."""
-        if self.in_flight < self._limit and not self._waiters:
-            self._take()
-            return True
-        return False
-
     def _take(self) -> None:
         self.in_flight += 1
         if self.in_flight > self.peak:

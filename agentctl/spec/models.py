@@ -46,7 +46,8 @@ class ModelAlias(Strict):
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried when this one keeps failing")
     hedge_after_p: float | None = Field(default=None, ge=50, le=99.9, description=(
         "send a duplicate of a call still unanswered after this percentile of the alias's "
-        "recent latencies, into a free slot only; first answer wins (default: defaults')"))
+        "recent latencies, in the next free slot (ahead of queued work, within every limit, "
+        "at most 2x the percentile's share of calls); first answer wins (default: defaults')"))
     params: dict[str, Any] = Field(default_factory=dict, description="extra litellm parameters")
 
     @field_validator("params")
