@@ -52,12 +52,16 @@ def test_hedges_cut_the_tail_and_are_never_double_counted(llm, tmp_path):
     assert res.exit_code == 0, res.output
     run_id = first_line(res.stdout)
     assert wall < 15  # without hedging the three slow calls alone would take 20 s
-    rows = db_rows(db, "SELECT item_key, purpose, status, cost_usd, input_tokens, response "
+    rows = db_rows(db, "SELECT item_key, purpose, status, cost_usd, input_tokens, response, latency_ms "
                        "FROM llm_calls WHERE run_id = ?", [run_id])
     hedges = [r for r in rows if r["purpose"] == "hedge"]
     assert {h["item_key"] for h in hedges} == slow
     assert {h["status"] for h in hedges} == {"ok"}  # each duplicate answered first
     assert all(h["cost_usd"] == 0 and h["input_tokens"] == 0 and h["response"] is None for h in hedges)
+    # the attempt's row covers the time its slot was held: the wait before the duplicate too
+    held = {r["item_key"]: r["latency_ms"] for r in db_rows(
+        db, "SELECT item_key, latency_ms FROM llm_calls WHERE run_id = ? AND purpose <> 'hedge'", [run_id])}
+    assert all(held[h["item_key"]] > h["latency_ms"] + 20 for h in hedges), (held, hedges)
     # one priced reply per account: the attempt row carries it, the duplicate carries nothing
     priced = Counter(r["item_key"] for r in rows if r["purpose"] != "hedge")
     assert set(priced.values()) == {1} and len(priced) == 60

@@ -186,7 +186,10 @@ class ModelCaller:
                 if error.retryable:
                     wait = self.policy.delay(failures, error.retry_after)
             call_id = self._log(req, alias, usage.attempts, purpose, started_at, resp, error,
-                                latency_ms if resp is None else resp.latency_ms or latency_ms,
+                                # a hedged attempt held its slot until the first answer:
+                                # its row says so, not the winning copy's own latency
+                                latency_ms if resp is None or hedge is not None
+                                else resp.latency_ms or latency_ms,
                                 wait, invalid)
             if error is None:
                 resp.call_id = call_id  # type: ignore[union-attr]

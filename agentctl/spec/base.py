@@ -64,10 +64,10 @@ def _coerce_field(v: Any) -> Any:
 
 
 class StageBase(Strict):
-    id: Ident
-    needs: list[str] = Field(default_factory=list)
+    id: Ident = Field(description="unique stage id; later stages read its output as `<id>.<field>`")
+    needs: list[str] = Field(default_factory=list, description="stages whose outputs this one reads")
     when: str | None = Field(default=None, description="Jinja2 expression; false skips the item")
-    description: str | None = None
+    description: str | None = Field(default=None, description="free text, shown by `validate`")
 
 
 def check_one_prompt(model: Any, *, what: str, text: str = "prompt", required: bool = True) -> None:

@@ -26,7 +26,7 @@ APPROVAL = Literal["required", "auto", "dry_run"]
 class Panelist(Strict):
     agent: str
     prompt: str | None = Field(default=None, description="this panelist's own question (else the stage's)")
-    prompt_file: str | None = None
+    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "Panelist":
@@ -42,14 +42,16 @@ class PanelStage(StageBase):
         "answer rounds; from the second on each panelist sees the others' last answers"))
     moderator: str = Field(description="the agent that turns the discussion into `output`")
     prompt: str | None = Field(default=None, description="Jinja2 template: the question for the panel")
-    prompt_file: str | None = None
+    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
     moderator_prompt: str | None = Field(default=None, description=(
         "Jinja2 template of the moderator's instructions (the transcript is appended)"))
-    moderator_prompt_file: str | None = None
+    moderator_prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
     panelist_output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "each panelist's answer schema; empty means free text"))
     output: dict[Ident, OutputField] = Field(default_factory=dict, description="the moderator's output schema")
-    approval: APPROVAL | None = None
+    approval: APPROVAL | None = Field(default=None, description=(
+        "side-effect actions: wait for approval (default), run, or record only; "
+        "--auto-approve/--dry-actions win over it"))
 
     @field_validator("output", "panelist_output", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ class Case(Strict):
 class Router(Strict):
     agent: str = Field(description="the agent that chooses; its output is {agent: <one of choices>, reason}")
     prompt: str | None = Field(default=None, description="Jinja2 template asking it to choose")
-    prompt_file: str | None = None
+    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "Router":
@@ -47,10 +47,12 @@ class RouteStage(StageBase):
     router: Router | None = Field(default=None, description="an agent that picks one of `choices`")
     choices: list[str] | None = Field(default=None, description="the specialists a router may pick")
     prompt: str | None = Field(default=None, description="Jinja2 template every specialist answers")
-    prompt_file: str | None = None
+    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
     output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "the specialists' shared output schema; the stage adds `route`"))
-    approval: APPROVAL | None = None
+    approval: APPROVAL | None = Field(default=None, description=(
+        "side-effect actions: wait for approval (default), run, or record only; "
+        "--auto-approve/--dry-actions win over it"))
 
     @field_validator("output", mode="before")
     @classmethod
