@@ -191,6 +191,27 @@ def test_validate_counts_and_hashes_a_200k_row_file(big_csv):
     assert summary.sha256 == hashlib.sha256(big_csv.read_bytes()).hexdigest()
 
 
+def test_validate_keeps_8_bytes_a_key(big_csv):
+    """200,000 keys: a dict of keys and row names would be ~30 MB; validate keeps an array of
+    hashes (1.6 MB) and, briefly, its sorted copy."""
+    tracemalloc.start()
+    try:
+        assert AccountsFile(big_csv, SPEC).validate().rows == 200_000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 1024 * 1024, f"validate peaked at {peak / 1e6:.1f} MB"
+
+
+def test_keys_that_only_share_a_hash_are_not_duplicates(tmp_path, monkeypatch):
+    # every key hashes alike: the second pass tells different keys from a real repeat
+    monkeypatch.setattr(inputs, "hash", lambda key: 7, raising=False)
+    path = write(tmp_path / "accounts.csv", "account_id,domain\nA1,a\nA2,b\nA3,c\n")
+    assert AccountsFile(path, SPEC).validate().rows == 3
+    path = write(tmp_path / "dup.csv", "account_id,domain\nA1,a\nA2,b\nA3,c\nA2,d\n")
+    assert "duplicate key 'A2' in row 5 (first seen in row 3)" in error(path)
+
+
 def test_validate_memory_stays_far_below_file_size(tmp_path):
     # wide rows, so that holding them would dwarf the one thing validate() keeps: the keys
     path = tmp_path / "wide.csv"
