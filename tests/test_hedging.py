@@ -23,14 +23,14 @@ ONE_STAGE = [{"id": "score", "agent": "scorer",
               "output": {"score": {"type": "int", "min": 0, "max": 100}}}]
 
 
-def slow_first_time(slow_items: set[str], delay: float):
-    """Each listed account's FIRST request hangs for `delay`; a duplicate answers at once."""
+def slow_first_time(slow_items: set[str], delay: float, times: int = 1):
+    """Each listed account's first `times` requests hang for `delay`; the next answers at once."""
     seen: Counter = Counter()
 
     def responder(body: dict) -> Reply | None:
         item = body["_meta"].get("item")
         seen[item] += 1
-        if item in slow_items and seen[item] == 1:
+        if item in slow_items and seen[item] <= times:
             return Reply(content=json.dumps({"score": 1}), delay=delay)
         return None
 
@@ -71,6 +71,29 @@ def test_hedges_cut_the_tail_and_are_never_double_counted(llm, tmp_path):
     # the server saw exactly the logged requests, and never more than the limit at once
     assert len(llm.requests) == len(rows) == 63
     assert llm.peak_in_flight <= 6
+
+
+def test_a_slow_duplicate_gets_a_second_one(llm, tmp_path):
+    """The original and the first duplicate both hang: a second duplicate answers, the other
+    two are cancelled, and the account is still priced once."""
+    db = tmp_path / "agentctl.duckdb"
+    llm.latency = 0.05
+    llm.responder = slow_first_time({"acct-039"}, delay=20, times=2)
+    spec = write_spec(tmp_path, llm.base_url, stages=ONE_STAGE, concurrency=4,
+                      extra={"defaults": {"hedge_after_p": 90}})
+    t0 = time.monotonic()
+    res = run_inproc("run", spec, write_accounts(tmp_path, 40))
+    assert res.exit_code == 0, res.output
+    assert time.monotonic() - t0 < 15
+    run_id = first_line(res.stdout)
+    rows = db_rows(db, "SELECT purpose, status, error, cost_usd FROM llm_calls WHERE run_id = ? "
+                       "AND item_key = 'acct-039' ORDER BY purpose, status", [run_id])
+    assert [(r["purpose"], r["status"]) for r in rows] == [
+        ("hedge", "cancelled"), ("hedge", "ok"), ("initial", "ok")], rows
+    assert "another duplicate answered first" in rows[0]["error"]
+    assert rows[2]["cost_usd"] > 0 and rows[0]["cost_usd"] == rows[1]["cost_usd"] == 0
+    assert llm.count(item="acct-039") == 3
+    assert llm.peak_in_flight <= 4
 
 
 def test_no_hedging_unless_asked(llm, tmp_path):

@@ -132,7 +132,7 @@ class ModelCaller:
             started_at = utcnow()
             resp: LLMResponse | None = None
             error: ProviderError | None = None
-            hedge: Hedge | None = None
+            hedges: list[Hedge] = []
             t0 = time.perf_counter()
             stage_limiter = self.stage_limiters.get(stage_id)
             if stage_limiter is not None:
@@ -149,10 +149,10 @@ class ModelCaller:
                             raise RunStopped(self.stop_reason)
                         # reserve only now: calls queued for a slot hold no money
                         self._reserve(meta.get("item_key"), req, est_tokens)
-                        resp, hedge = await self._send_hedged(req, alias, stage_id, est_tokens)
+                        resp, hedges = await self._send_hedged(req, alias, stage_id, est_tokens)
                     except ProviderError as exc:
                         error = exc
-                        hedge = getattr(exc, "hedge", None)
+                        hedges = getattr(exc, "hedges", [])
                     finally:
                         self.limiter.release()
                 finally:
@@ -162,7 +162,7 @@ class ModelCaller:
                 if stage_limiter is not None:
                     stage_limiter.release()
             latency_ms = (time.perf_counter() - t0) * 1000
-            if hedge is not None:
+            for hedge in hedges:
                 self._log_hedge(req, alias, usage, hedge)
             if resp is not None and not resp.cache_hit:
                 # a hedged call counts with the time its first answer took: leaving it out
@@ -188,7 +188,7 @@ class ModelCaller:
             call_id = self._log(req, alias, usage.attempts, purpose, started_at, resp, error,
                                 # a hedged attempt held its slot until the first answer:
                                 # its row says so, not the winning copy's own latency
-                                latency_ms if resp is None or hedge is not None
+                                latency_ms if resp is None or hedges
                                 else resp.latency_ms or latency_ms,
                                 wait, invalid)
             if error is None:
@@ -230,18 +230,18 @@ class ModelCaller:
             raise
 
     async def _send_hedged(self, req: LLMRequest, alias: str, stage_id: str | None,
-                           est_tokens: int) -> tuple[LLMResponse, Hedge | None]:
-        """`_send`, with a duplicate past the alias's `hedge_after_p` latency (see hedge.py)."""
+                           est_tokens: int) -> tuple[LLMResponse, list[Hedge]]:
+        """`_send`, with duplicates past the alias's `hedge_after_p` latency (see hedge.py)."""
         route = self.routes.get(alias)
         p = route.hedge_after_p if route is not None else None
         window = self.latencies.get(alias) if p else None
         after = window.percentile(p) if window is not None else None  # type: ignore[arg-type]
         if after is None:
-            return await self._send(req), None
+            return await self._send(req), []
         taken: list[Callable[[], None]] = []
         self.calls_sent += 1
 
-        async def take_slot() -> bool:
+        async def take_slot(n: int) -> bool:
             if self.hedges >= max(1, self.calls_sent * max_share(p)):  # type: ignore[arg-type]
                 return False
             stage_limiter = self.stage_limiters.get(stage_id)
@@ -259,10 +259,10 @@ class ModelCaller:
             if self.budget is not None:
                 try:
                     self.budget.reserve(req.meta.get("item_key"), req, est_tokens,
-                                        hold=("hedge", id(req)))
+                                        hold=("hedge", id(req), n))
                 except BudgetExceeded:  # no money for a duplicate: no duplicate
                     return self._give(taken)
-                taken.append(lambda: self.budget.release_hold(("hedge", id(req))))
+                taken.append(lambda: self.budget.release_hold(("hedge", id(req), n)))
             self.hedges += 1
             return True
 

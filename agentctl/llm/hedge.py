@@ -1,16 +1,16 @@
 """Hedged requests, for heavy-tailed provider latency (off unless the spec sets
 `hedge_after_p`).
 
-A call still unanswered after the p-th percentile of its alias's recent latencies gets one
-duplicate. The duplicate queues for the next slot of every limit the call passed, ahead of
+A call still unanswered after the p-th percentile of its alias's recent latencies gets a
+duplicate (and, if that one is slow too, a second one after the same wait again). The duplicate queues for the next slot of every limit the call passed, ahead of
 all other queued work (it is the call closest to done: a stuck reply holds a slot for ten
 times a normal one, a duplicate usually frees it in one), so hedging fills slots that a
 straggler would otherwise waste and never exceeds a concurrency or rate limit. If the
 original answers while the duplicate still waits for a slot, nothing is sent. At most
 `max_share` of a caller's calls are hedged, so a provider that slows down across the board
-sees a few more requests, not twice as many. The first answer wins; the other request is
-cancelled. Both are rows in `llm_calls`: the attempt carries the winning reply and its cost,
-the duplicate is a `purpose = 'hedge'` row with no tokens and no cost (status `ok` when it
+sees a few more requests, not twice as many. The first answer wins; the other requests are
+cancelled. All are rows in `llm_calls`: the attempt carries the winning reply and its cost,
+each duplicate is a `purpose = 'hedge'` row with no tokens and no cost (status `ok` when it
 answered first, `cancelled` when it lost), so nothing is counted twice. A provider may still
 bill a cancelled request's prompt; agentctl cannot see that and says so in the docs.
 """
@@ -26,6 +26,7 @@ MIN_SAMPLES = 30      # no hedging until the alias has this many answered calls
 WINDOW = 400          # recent latencies per alias
 RECOMPUTE_EVERY = 16  # the percentile is recomputed after this many new samples
 PRIORITY = float("-inf")  # a duplicate is served before any queued call
+MAX_DUPLICATES = 2    # a second duplicate when the first is slow too (5% x 5% of calls at p95)
 
 
 def max_share(p: float) -> float:
@@ -78,12 +79,14 @@ class _NotSent(Exception):
 
 
 async def race(send: Callable[[], Awaitable[Any]], *, after: float,
-               take_slot: Callable[[], Awaitable[bool]], give_slot: Callable[[], None],
-               now: Callable[[], Any], clock: Callable[[], float]) -> tuple[Any, Hedge | None]:
-    """Run `send()`; if it has not answered after `after` seconds, wait for `take_slot()` and
-    run a second `send()`; return the first answer (and the duplicate's Hedge, None when no
-    duplicate was sent). The loser is cancelled. A failure of one copy waits for the other;
-    when both fail, the first error is raised. `give_slot()` always runs at the end."""
+               take_slot: Callable[[int], Awaitable[bool]], give_slot: Callable[[], None],
+               now: Callable[[], Any], clock: Callable[[], float],
+               copies: int = MAX_DUPLICATES) -> tuple[Any, list[Hedge]]:
+    """Run `send()`; each time it (and the duplicates sent so far) stays unanswered for
+    another `after` seconds, wait for `take_slot(n)` and run one more `send()`, up to `copies`
+    duplicates; return the first answer and the Hedge of every duplicate that was sent. The
+    others are cancelled. A failure of one copy waits for the rest; when all fail, the
+    original's error is raised (carrying `.hedges`). `give_slot()` always runs at the end."""
     primary = asyncio.ensure_future(send())
     try:
         done, _ = await asyncio.wait({primary}, timeout=after)
@@ -91,50 +94,64 @@ async def race(send: Callable[[], Awaitable[Any]], *, after: float,
         primary.cancel()
         raise
     if done:
-        return await primary, None
-    hedge_info = Hedge()
-    t0 = 0.0
+        return await primary, []
+    hedges: list[Hedge] = []
+    tasks: dict[asyncio.Future, Hedge | None] = {primary: None}
+    starts: dict[int, float] = {}
 
-    async def duplicate_call() -> Any:
-        nonlocal t0
-        if not await take_slot():
+    async def duplicate_call(n: int, info: Hedge) -> Any:
+        if not await take_slot(n):
             raise _NotSent
-        hedge_info.started_at = now()
-        t0 = clock()
+        info.started_at = now()
+        starts[n] = clock()
         return await send()
 
-    duplicate = asyncio.ensure_future(duplicate_call())
-    pending = {primary, duplicate}
+    pending: set[asyncio.Future] = {primary}
     first_error: BaseException | None = None
+    may_hedge = True
     try:
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            last_sent = not hedges or hedges[-1].started_at is not None
+            if may_hedge and len(hedges) < copies and last_sent:
+                info = Hedge()
+                task = asyncio.ensure_future(duplicate_call(len(hedges), info))
+                hedges.append(info)
+                tasks[task] = info
+                pending.add(task)
+            timeout = after if may_hedge and len(hedges) < copies else None
+            done, pending = await asyncio.wait(pending, timeout=timeout,
+                                               return_when=asyncio.FIRST_COMPLETED)
             for task in sorted(done, key=lambda t: t is not primary):  # the original first
                 error = task.exception()
-                sent = hedge_info.started_at is not None
                 if error is None:
-                    if not sent:
-                        return task.result(), None
-                    hedge_info.won = task is duplicate
-                    hedge_info.latency_ms = (clock() - t0) * 1000
-                    if not hedge_info.won:
-                        hedge_info.error = "cancelled: the original request answered first"
-                    return task.result(), hedge_info
+                    winner = tasks[task]
+                    for n, h in enumerate(hedges):
+                        if h.started_at is None:
+                            continue
+                        h.won = h is winner
+                        h.latency_ms = (clock() - starts[n]) * 1000
+                        if not h.won:
+                            h.error = ("cancelled: the original request answered first" if winner is None
+                                       else "cancelled: another duplicate answered first")
+                    return task.result(), [h for h in hedges if h.started_at is not None]
                 if isinstance(error, _NotSent):
+                    may_hedge = False  # no share, money or run left for duplicates
                     continue
                 if first_error is None or task is primary:
                     first_error = error
-            if first_error is not None and hedge_info.started_at is None:
-                break  # the original failed before its duplicate was sent: send none
+            if first_error is not None and not any(h.started_at for h in hedges):
+                break  # the original failed before a duplicate was sent: send none
         assert first_error is not None
-        if hedge_info.started_at is not None:
-            hedge_info.latency_ms = (clock() - t0) * 1000
-            hedge_info.error = f"failed too: {first_error}"
-            first_error.hedge = hedge_info  # type: ignore[attr-defined]  (logged by the caller)
+        sent = [h for h in hedges if h.started_at is not None]
+        for n, h in enumerate(hedges):
+            if h.started_at is not None:
+                h.latency_ms = (clock() - starts[n]) * 1000
+                h.error = f"failed too: {first_error}"
+        first_error.hedges = sent  # type: ignore[attr-defined]  (logged by the caller)
         raise first_error
     finally:
-        for task in (primary, duplicate):
+        for task in tasks:
             if not task.done():
                 task.cancel()
-        await asyncio.gather(primary, duplicate, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         give_slot()
