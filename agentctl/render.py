@@ -256,8 +256,11 @@ def span_tree(spans: list[dict[str, Any]], kinds: dict[str, str], *, mock: bool 
             text.append("\n  ✗ " + sp["error"][:200], style="red")
         return text
 
+    rank = {sid: i for i, sid in enumerate(kinds)}  # the pipeline's order
+
     def order(sp: dict):
-        return (sp["stage_id"], sp["started_at"] or "", sp["round"] or 0)
+        return (rank.get(sp["stage_id"], len(rank)), sp["stage_id"], sp["started_at"] or "",
+                sp["round"] or 0)
 
     tree = Tree(Text("agent turns (spans)", style="bold"))
 

@@ -48,5 +48,8 @@ def test_account_research_uses_every_orchestration_type_offline(sample, tmp_path
 
     tree = run_cli("inspect", run_id, "--item", "ACC-001", env={"COLUMNS": "200"}).stdout
     assert "lead lead_researcher" in tree and "sub-agent" in tree and "specialist" in tree
+    # cells and agent turns come in the pipeline's order, not the stage ids' alphabetical one
+    assert tree.index("research lead") < tree.index("score specialist") < tree.index("review round 1")
+    assert tree.index("│ ACC-001 │ research") < tree.index("│ ACC-001 │ draft")
     exported = run_cli("export", run_id, "--stage", "report")
     assert exported.returncode == 0 and json.loads(exported.stdout) == json.loads(report["output"])

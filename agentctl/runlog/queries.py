@@ -147,7 +147,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             FROM spans WHERE run_id = ? GROUP BY stage_id""", [run_id])
         detail = None
         if stage is not None or item is not None:
-            detail = _detail(con, run_id, stage, item)
+            detail = _detail(con, run_id, stage, item, stage_order)
     prompts = run.get("prompts") if isinstance(run.get("prompts"), dict) else {}
     kinds = prompts.get("kinds") or {}
     by_spans = {s["stage_id"]: s for s in span_counts}
@@ -208,7 +208,8 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
     }
 
 
-def _detail(con, run_id: str, stage: str | None, item: str | None) -> dict[str, Any]:
+def _detail(con, run_id: str, stage: str | None, item: str | None,
+            stage_order: list[str]) -> dict[str, Any]:
     where = ["run_id = ?"]
     params: list[Any] = [run_id]
     if stage is not None:
@@ -241,6 +242,8 @@ def _detail(con, run_id: str, stage: str | None, item: str | None) -> dict[str, 
     for sp in spans:
         sp["output"] = _json(sp["output"])
         sp["started_at"] = sp["started_at"].isoformat(sep=" ") if sp["started_at"] else None
+    rank = {sid: i for i, sid in enumerate(stage_order)}
+    cells.sort(key=lambda c: (c["item_key"] or "", rank.get(c["stage_id"], len(rank)), c["stage_id"]))
     for c in cells:
         c["output"] = _json(c["output"])
     for c in calls:
