@@ -58,6 +58,21 @@ class OutputField(Strict):
 OUTPUT_TYPES = ("str", "int", "float", "bool", "list", "enum")
 
 
+
+APPROVAL = Literal["required", "auto", "dry_run"]
+
+
+def approval_field() -> Any:
+    """A stage's `approval:` key (every stage type that can run side-effect tools has one)."""
+    return Field(default=None, description=(
+        "side-effect actions: wait for approval (default), run, or record only; "
+        "--auto-approve/--dry-actions win over it"))
+
+
+def prompt_file_field() -> Any:
+    """The `<x>_file` twin of a prompt key."""
+    return Field(default=None, description="the same, from a file next to the spec")
+
 def _coerce_field(v: Any) -> Any:
     # `summary: str` is shorthand for `summary: {type: str}`
     return {"type": v} if isinstance(v, str) else v

@@ -6,18 +6,19 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
+from agentctl.spec.base import (
+    APPROVAL, Ident, OutputField, StageBase, approval_field, check_one_prompt, output_block,
+    prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
 
-APPROVAL = Literal["required", "auto", "dry_run"]
 
 
 class AgentStage(StageBase):
     type: Literal["agent"] = "agent"
     agent: str = Field(description="the agent (under agents:) that answers")
     prompt: str | None = Field(default=None, description="Jinja2 template of the user message")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
     output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "output schema; empty means free text, read as `<stage>.text`"))
     model: str | None = Field(default=None, description="model alias overriding the agent's")
@@ -26,9 +27,7 @@ class AgentStage(StageBase):
     timeout: float | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, gt=0, description="LLM calls of this stage in flight")
     max_repairs: int | None = Field(default=None, ge=0, le=10)
-    approval: APPROVAL | None = Field(default=None, description=(
-        "side-effect actions: wait for approval (default), run, or record only; "
-        "--auto-approve/--dry-actions win over it"))
+    approval: APPROVAL | None = approval_field()
 
     @field_validator("output", mode="before")
     @classmethod

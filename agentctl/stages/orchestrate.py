@@ -26,12 +26,13 @@ from agentctl.errors import BudgetExceeded, ProviderError
 from agentctl.llm.types import ToolCallRequest
 from agentctl.runlog.writer import utcnow
 from agentctl.engine.cell import all_or_cancel
-from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
+from agentctl.spec.base import (
+    APPROVAL, Ident, OutputField, StageBase, approval_field, check_one_prompt, output_block,
+    prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.spec.problems import Problem
 from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
 
-APPROVAL = Literal["required", "auto", "dry_run"]
 SPAWN = "spawn"
 
 
@@ -40,19 +41,17 @@ class OrchestrateStage(StageBase):
     lead: str = Field(description="the lead agent: gets the prompt and the `spawn` tool")
     agents: list[str] = Field(min_length=1, description="the sub-agents the lead may spawn")
     prompt: str | None = Field(default=None, description="Jinja2 template of the lead's task")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
     subagent_prompt: str | None = Field(default=None, description=(
         "Jinja2 template of a sub-agent's message; sees `task` and `agent` (default: the task)"))
-    subagent_prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    subagent_prompt_file: str | None = prompt_file_field()
     subagent_output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "sub-agents' output schema; empty means free text"))
     output: dict[Ident, OutputField] = Field(default_factory=dict, description="the lead's output schema")
     max_subagents: int = Field(default=6, ge=1, le=1000, description="spawns per account, whole tree")
     max_depth: int = Field(default=1, ge=1, le=5, description="1: only the lead spawns; 2: its sub-agents may too")
     max_rounds: int = Field(default=3, ge=1, le=20, description="spawning turns per agent")
-    approval: APPROVAL | None = Field(default=None, description=(
-        "side-effect actions: wait for approval (default), run, or record only; "
-        "--auto-approve/--dry-actions win over it"))
+    approval: APPROVAL | None = approval_field()
 
     @field_validator("output", "subagent_output", mode="before")
     @classmethod

@@ -15,18 +15,19 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agentctl.engine.cell import all_or_cancel
-from agentctl.spec.base import Ident, OutputField, Strict, StageBase, check_one_prompt, output_block
+from agentctl.spec.base import (
+    APPROVAL, Ident, OutputField, StageBase, Strict, approval_field, check_one_prompt,
+    output_block, prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.spec.problems import Problem
 from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
 
-APPROVAL = Literal["required", "auto", "dry_run"]
 
 
 class Panelist(Strict):
     agent: str
     prompt: str | None = Field(default=None, description="this panelist's own question (else the stage's)")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "Panelist":
@@ -42,16 +43,14 @@ class PanelStage(StageBase):
         "answer rounds; from the second on each panelist sees the others' last answers"))
     moderator: str = Field(description="the agent that turns the discussion into `output`")
     prompt: str | None = Field(default=None, description="Jinja2 template: the question for the panel")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
     moderator_prompt: str | None = Field(default=None, description=(
         "Jinja2 template of the moderator's instructions (the transcript is appended)"))
-    moderator_prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    moderator_prompt_file: str | None = prompt_file_field()
     panelist_output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "each panelist's answer schema; empty means free text"))
     output: dict[Ident, OutputField] = Field(default_factory=dict, description="the moderator's output schema")
-    approval: APPROVAL | None = Field(default=None, description=(
-        "side-effect actions: wait for approval (default), run, or record only; "
-        "--auto-approve/--dry-actions win over it"))
+    approval: APPROVAL | None = approval_field()
 
     @field_validator("output", "panelist_output", mode="before")
     @classmethod

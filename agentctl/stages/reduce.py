@@ -22,7 +22,8 @@ from agentctl.agents import CellFailed
 from agentctl.engine.cell import CellResult, all_or_cancel
 from agentctl.errors import AgentctlError, ProviderError
 from agentctl.runlog.writer import utcnow
-from agentctl.spec.base import Ident, OutputField, StageBase, check_one_prompt, output_block
+from agentctl.spec.base import (
+    Ident, OutputField, StageBase, check_one_prompt, output_block, prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
 
@@ -32,10 +33,10 @@ class ReduceStage(StageBase):
     agent: str = Field(description="the agent that writes the run-level output")
     prompt: str | None = Field(default=None, description=(
         "Jinja2 template over `items` (each: key, account, and the needed stages' outputs)"))
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
     merge_prompt: str | None = Field(default=None, description=(
         "Jinja2 template over `partials` (batch outputs) and `items_count`; a built-in one if unset"))
-    merge_prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    merge_prompt_file: str | None = prompt_file_field()
     batch_size: int = Field(default=25, ge=2, le=10_000, description="items per map call when the prompt is too long")
     max_input_tokens: int = Field(default=8000, gt=0, description=(
         "above this estimated prompt size (4 characters a token), map-reduce in batches"))

@@ -15,13 +15,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agentctl.engine.cell import CellResult
-from agentctl.spec.base import Ident, OutputField, Strict, StageBase, check_one_prompt, output_block
+from agentctl.spec.base import (
+    APPROVAL, Ident, OutputField, StageBase, Strict, approval_field, check_one_prompt,
+    output_block, prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
 from agentctl.spec.problems import Problem
 from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
 
 ROUTE_FIELD = OutputField(type="str", description="{agent, by, case, reason}: who answered and why")
-APPROVAL = Literal["required", "auto", "dry_run"]
 
 
 class Case(Strict):
@@ -32,7 +33,7 @@ class Case(Strict):
 class Router(Strict):
     agent: str = Field(description="the agent that chooses; its output is {agent: <one of choices>, reason}")
     prompt: str | None = Field(default=None, description="Jinja2 template asking it to choose")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "Router":
@@ -47,12 +48,10 @@ class RouteStage(StageBase):
     router: Router | None = Field(default=None, description="an agent that picks one of `choices`")
     choices: list[str] | None = Field(default=None, description="the specialists a router may pick")
     prompt: str | None = Field(default=None, description="Jinja2 template every specialist answers")
-    prompt_file: str | None = Field(default=None, description="the same, from a file next to the spec")
+    prompt_file: str | None = prompt_file_field()
     output: dict[Ident, OutputField] = Field(default_factory=dict, description=(
         "the specialists' shared output schema; the stage adds `route`"))
-    approval: APPROVAL | None = Field(default=None, description=(
-        "side-effect actions: wait for approval (default), run, or record only; "
-        "--auto-approve/--dry-actions win over it"))
+    approval: APPROVAL | None = approval_field()
 
     @field_validator("output", mode="before")
     @classmethod
