@@ -46,7 +46,8 @@ def _label(account: dict[str, Any]) -> str:
     for key in ("name", "company", "account_name", "title"):
         if account.get(key):
             return str(account[key])
-    return next((str(v) for v in account.values() if v not in (None, "")), "account")
+    # a run-level call (a reduce) has no account
+    return next((str(v) for v in account.values() if v not in (None, "")), "the run")
 
 
 def value_for(schema: dict[str, Any], rnd: _Rand, *, name: str, account: dict[str, Any],
