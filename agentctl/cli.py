@@ -92,7 +92,7 @@ def run(
                              limit=limit, model=model, mock=mock, auto_approve=auto_approve,
                              dry_actions=dry_actions, max_cost=max_cost, cache=cache,
                              replay=replay)
-    runner.start_early(opts)  # the model's import (and worker) overlap with the checks
+    runner.start_early(opts)  # the litellm import overlaps with the checks
 
     def body() -> int:
         prep = runner.prepare_run(opts)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
+
+from harness import import_litellm, pct_ms
 
 
 def main() -> int:
@@ -25,13 +26,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
-    cpu0 = time.process_time()
-    import litellm  # timed: every litellm program pays this once
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    import_cpu_s = time.process_time() - cpu0
+    litellm, import_cpu_s = import_litellm()  # timed: every litellm program pays this once
 
     latencies: list[float] = []  # acompletion start -> return, ok calls, seconds
     with open(args.requests, encoding="utf-8") as fh:
@@ -62,18 +57,13 @@ def main() -> int:
     t0 = time.perf_counter()
     ok, errors = asyncio.run(run_all())
     wall_s = time.perf_counter() - t0
+    ordered = sorted(latencies)
     print(json.dumps({"calls": len(requests), "ok": ok, "errors": len(errors),
                       "first_errors": errors[:3], "wall_s": round(wall_s, 3),
-                      "ok_latency_ms_p50": _pct(latencies, 0.5), "ok_latency_ms_p99": _pct(latencies, 0.99),
+                      "ok_latency_ms_p50": pct_ms(ordered, 0.5), "ok_latency_ms_p99": pct_ms(ordered, 0.99),
                       "import_cpu_s": round(import_cpu_s, 3)}), flush=True)
     return 0 if ok == len(requests) else 1
 
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -173,3 +175,35 @@ def machine_busy_s() -> float | None:
         return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+@contextmanager
+def read_only(db: Path) -> Iterator[Any]:
+    """A finished run's log, opened read-only (DuckDB is imported only by who needs it)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+# -- shared by the baseline scripts (bare_litellm.py, naive_chain.py) ------------------------
+
+def import_litellm() -> tuple[Any, float]:
+    """(litellm, CPU seconds its import took): every litellm program pays this once."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
+    cpu0 = time.process_time()
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm, time.process_time() - cpu0
+
+
+def pct_ms(ordered: list[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of sorted seconds, in milliseconds."""
+    if not ordered:
+        return None
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 
+from harness import import_litellm, pct_ms
 from report import occupancy
 
 
@@ -39,13 +39,7 @@ def main() -> int:
     parser.add_argument("--barrier", action="store_true", help="stage by stage instead of per-account chains")
     args = parser.parse_args()
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
-    cpu0 = time.process_time()
-    import litellm  # timed: every litellm program pays this once
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    import_cpu_s = time.process_time() - cpu0
+    litellm, import_cpu_s = import_litellm()  # timed: every litellm program pays this once
 
     with open(args.chains, encoding="utf-8") as fh:
         chains = [json.loads(line)["requests"] for line in fh if line.strip()]
@@ -96,16 +90,11 @@ def main() -> int:
     print(json.dumps({"mode": "barrier" if args.barrier else "chain", "accounts": len(chains),
                       "calls": calls, "ok": ok, "errors": len(errors), "first_errors": errors[:3],
                       "wall_s": round(wall_s, 3),
-                      "ok_latency_ms_p50": _pct(latencies, 0.5), "ok_latency_ms_p99": _pct(latencies, 0.99),
+                      "ok_latency_ms_p50": pct_ms(latencies, 0.5), "ok_latency_ms_p99": pct_ms(latencies, 0.99),
                       "occupancy": occupancy(spans, args.concurrency),
                       "import_cpu_s": round(import_cpu_s, 3)}), flush=True)
     return 0 if ok == calls else 1
 
-
-def _pct(ordered: list[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 if __name__ == "__main__":

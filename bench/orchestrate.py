@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import duckdb
 import yaml
 
-from harness import FakeServer, run_measured
+from harness import FakeServer, read_only, run_measured
 
 SUBAGENTS = 10
 AGENTS = ("news", "hiring", "stack", "funding", "leadership", "partners", "product", "pricing",
@@ -79,8 +78,7 @@ def run_orchestrate(cmd: list[str], work: Path, *, accounts: int, concurrency: i
         "stderr_tail": m.stderr.strip().splitlines()[-5:] if m.returncode else [],
     }
     if summary.get("run_id"):
-        con = duckdb.connect(str(db), read_only=True)
-        try:
+        with read_only(db) as con:
             q = lambda sql: con.execute(sql, [summary["run_id"]]).fetchone()[0]  # noqa: E731
             out.update(
                 llm_calls_rows=q("SELECT count(*) FROM llm_calls WHERE run_id = ?"),
@@ -89,8 +87,6 @@ def run_orchestrate(cmd: list[str], work: Path, *, accounts: int, concurrency: i
                 spawns_refused=q("SELECT count(*) FROM tool_calls WHERE run_id = ? AND tool = 'spawn' "
                                  "AND status = 'refused'"),
                 accounts_ok=q("SELECT count(*) FROM cells WHERE run_id = ? AND status = 'ok'"))
-        finally:
-            con.close()
     return out
 
 

@@ -36,10 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import duckdb
 import yaml
 
-from harness import PY, FakeServer, Measured, machine_busy_s, run_measured
+from harness import PY, FakeServer, Measured, machine_busy_s, read_only, run_measured
 from report import derive, environment, occupancy, render, targets, time_budget
 
 BENCH = Path(__file__).resolve().parent
@@ -178,8 +177,7 @@ def agentctl_cmd() -> list[str]:
 # -- the run log (read-only, after the run) --------------------------------------------------
 
 def read_log(db: Path, run_id: str, agent_stages: int) -> dict[str, Any]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with read_only(db) as con:
         def one(sql: str, *params: Any) -> Any:
             return con.execute(sql, [run_id, *params]).fetchone()
 
@@ -210,54 +208,44 @@ def read_log(db: Path, run_id: str, agent_stages: int) -> dict[str, Any]:
                                                 "WHERE run_id = ? AND status <> 'ok' ORDER BY item_key "
                                                 "LIMIT 5", [run_id]).fetchall()],
         }
-    finally:
-        con.close()
+
+
+def _replayable(raw: str) -> dict[str, Any]:
+    """A logged request as the baseline scripts send it again."""
+    req = json.loads(raw)
+    return {"model": MODEL, "messages": req["messages"], "params": req.get("params", {}),
+            "response_format": req.get("response_format")}
 
 
 def export_requests(db: Path, run_id: str, path: Path) -> int:
     """Scenario A's requests, exactly as agentctl sent them, for the baseline to replay."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with read_only(db) as con:
         rows = con.execute("SELECT request FROM llm_calls WHERE run_id = ? AND status = 'ok' "
-                           "ORDER BY started_at", [run_id]).fetchall()
-    finally:
-        con.close()
+                           "AND purpose <> 'hedge' ORDER BY started_at", [run_id]).fetchall()
     with open(path, "w", encoding="utf-8") as fh:
         for (raw,) in rows:
-            req = json.loads(raw)
-            fh.write(json.dumps({"model": MODEL, "messages": req["messages"],
-                                 "params": req.get("params", {}),
-                                 "response_format": req.get("response_format")}) + "\n")
+            fh.write(json.dumps(_replayable(raw)) + "\n")
     return len(rows)
 
 
 def call_spans(db: Path, run_id: str) -> list[tuple[float, float]]:
     """(start, end) epoch seconds of every call agentctl logged: from the moment its slot was
     granted (`started_at`) for as long as litellm took (`latency_ms`)."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with read_only(db) as con:
         rows = con.execute("SELECT epoch(started_at), latency_ms FROM llm_calls WHERE run_id = ? "
                            "AND latency_ms IS NOT NULL", [run_id]).fetchall()
-    finally:
-        con.close()
     return [(float(start), float(start) + ms / 1000) for start, ms in rows]
 
 
 def export_chains(db: Path, run_id: str, path: Path) -> tuple[int, int]:
     """The tail run's requests grouped per account, in the order agentctl sent them (research,
     score, write: each needs the previous one's answer), for the naive chain to replay."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with read_only(db) as con:
         rows = con.execute("SELECT item_key, request FROM llm_calls WHERE run_id = ? AND status = 'ok' "
-                           "ORDER BY item_key, started_at", [run_id]).fetchall()
-    finally:
-        con.close()
+                           "AND purpose <> 'hedge' ORDER BY item_key, started_at", [run_id]).fetchall()
     chains: dict[str, list[dict[str, Any]]] = {}
     for key, raw in rows:
-        req = json.loads(raw)
-        chains.setdefault(key, []).append({"model": MODEL, "messages": req["messages"],
-                                           "params": req.get("params", {}),
-                                           "response_format": req.get("response_format")})
+        chains.setdefault(key, []).append(_replayable(raw))
     with open(path, "w", encoding="utf-8") as fh:
         for key, requests in chains.items():
             fh.write(json.dumps({"item": key, "requests": requests}) + "\n")

@@ -185,6 +185,16 @@ def test_iteration_is_lazy(big_csv):
     assert peak < 256 * 1024, f"reading one row allocated {peak} bytes"
 
 
+def traced_peak(fn):
+    """(fn(), the most Python memory it held at once)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_validate_counts_and_hashes_a_200k_row_file(big_csv):
     summary = AccountsFile(big_csv, SPEC).validate()
     assert summary.rows == 200_000
@@ -194,12 +204,8 @@ def test_validate_counts_and_hashes_a_200k_row_file(big_csv):
 def test_validate_keeps_8_bytes_a_key(big_csv):
     """200,000 keys: a dict of keys and row names would be ~30 MB; validate keeps an array of
     hashes (1.6 MB) and, briefly, its sorted copy."""
-    tracemalloc.start()
-    try:
-        assert AccountsFile(big_csv, SPEC).validate().rows == 200_000
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    rows, peak = traced_peak(lambda: AccountsFile(big_csv, SPEC).validate().rows)
+    assert rows == 200_000
     assert peak < 12 * 1024 * 1024, f"validate peaked at {peak / 1e6:.1f} MB"
 
 
@@ -220,12 +226,8 @@ def test_validate_memory_stays_far_below_file_size(tmp_path):
         w.writerow(["account_id", "domain", "notes"])
         w.writerows((f"ACME-{i}", f"d{i}.com", "n" * 2000) for i in range(4000))
     size = path.stat().st_size
-    tracemalloc.start()
-    try:
-        assert AccountsFile(path, SPEC).validate().rows == 4000
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    rows, peak = traced_peak(lambda: AccountsFile(path, SPEC).validate().rows)
+    assert rows == 4000
     assert peak < size / 10, f"peak {peak} bytes for a {size}-byte file"
 
 

@@ -164,10 +164,13 @@ class ModelCaller:
             latency_ms = (time.perf_counter() - t0) * 1000
             for hedge in hedges:
                 self._log_hedge(req, alias, usage, hedge)
-            if resp is not None and not resp.cache_hit:
+            if resp is not None and not resp.cache_hit and self._hedge_p(alias):
                 # a hedged call counts with the time its first answer took: leaving it out
                 # would drop the slow ones and pull the percentile down into the fast ones
-                self.latencies.setdefault(alias, LatencyWindow()).add(latency_ms / 1000)
+                window = self.latencies.get(alias)
+                if window is None:
+                    window = self.latencies[alias] = LatencyWindow()
+                window.add(latency_ms / 1000)
             usage.add(resp)
             if self.budget is not None:
                 self.budget.settle(meta.get("item_key"), req, est_tokens, resp)
@@ -217,12 +220,11 @@ class ModelCaller:
             f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
             status=last_error.status, kind=last_error.kind)
 
-    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int,
-                 hold: Any = None) -> None:
+    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int) -> None:
         if self.budget is None:
             return
         try:
-            self.budget.reserve(item_key, req, est_tokens, hold=hold)
+            self.budget.reserve(item_key, req, est_tokens)
         except BudgetExceeded as exc:
             if exc.whole_run:
                 self.stop(exc.message, status="budget_exceeded")
@@ -232,8 +234,7 @@ class ModelCaller:
     async def _send_hedged(self, req: LLMRequest, alias: str, stage_id: str | None,
                            est_tokens: int) -> tuple[LLMResponse, list[Hedge]]:
         """`_send`, with duplicates past the alias's `hedge_after_p` latency (see hedge.py)."""
-        route = self.routes.get(alias)
-        p = route.hedge_after_p if route is not None else None
+        p = self._hedge_p(alias)
         window = self.latencies.get(alias) if p else None
         after = window.percentile(p) if window is not None else None  # type: ignore[arg-type]
         if after is None:
@@ -269,6 +270,10 @@ class ModelCaller:
         return await race(lambda: self._send(req), after=after, take_slot=take_slot,
                           give_slot=lambda: self._give(taken), now=utcnow,
                           clock=time.perf_counter)
+
+    def _hedge_p(self, alias: str) -> float | None:
+        route = self.routes.get(alias)
+        return route.hedge_after_p if route is not None else None
 
     @staticmethod
     def _give(taken: list[Callable[[], None]]) -> bool:

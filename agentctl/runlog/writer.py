@@ -85,6 +85,12 @@ LOGGED = {"cells": "cell_log", "items": "item_log", "spans": "span_log"}  # view
 JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in COLUMNS.items()}
 
 
+def _truncated(text: str, keep: int) -> str:
+    """A JSON value too big to log, replaced by its size and its first `keep` characters."""
+    return json.dumps({"_truncated": True, "chars": len(text), "head": text[:keep]},
+                      ensure_ascii=False)
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -261,15 +267,13 @@ class LogWriter:
                     if c in json_cols and v is not None:
                         v = json.dumps(v, default=_default, ensure_ascii=False)
                         if len(v) > MAX_VALUE_CHARS:  # see MAX_OBJECT_BYTES
-                            v = json.dumps({"_truncated": True, "chars": len(v),
-                                            "head": v[:MAX_VALUE_CHARS // 4]}, ensure_ascii=False)
+                            v = _truncated(v, MAX_VALUE_CHARS // 4)
                     out[c] = v
                 line = json.dumps(out, default=_default, ensure_ascii=False)
                 if len(line) * 4 > MAX_OBJECT_BYTES:  # UTF-8 worst case: shrink every JSON value
                     for c in json_cols:
                         if out.get(c) is not None and len(out[c]) > 4096:
-                            out[c] = json.dumps({"_truncated": True, "chars": len(out[c]),
-                                                 "head": out[c][:4096]}, ensure_ascii=False)
+                            out[c] = _truncated(out[c], 4096)
                     line = json.dumps(out, default=_default, ensure_ascii=False)
                 fh.write(line)
                 fh.write("\n")

@@ -56,9 +56,6 @@ class OutputField(Strict):
 
 
 OUTPUT_TYPES = ("str", "int", "float", "bool", "list", "enum")
-
-
-
 APPROVAL = Literal["required", "auto", "dry_run"]
 
 
@@ -72,6 +69,7 @@ def approval_field() -> Any:
 def prompt_file_field() -> Any:
     """The `<x>_file` twin of a prompt key."""
     return Field(default=None, description="the same, from a file next to the spec")
+
 
 def _coerce_field(v: Any) -> Any:
     # `summary: str` is shorthand for `summary: {type: str}`
