@@ -432,12 +432,15 @@ def test_sigkill_between_intent_and_done_a_deduplicating_tool_applies_once(llm, 
     env = {"TOOLBOX_DIR": str(toolbox_dir)}
 
     proc = popen_cli("run", spec, write_accounts(tmp_path, 5), "--auto-approve", env=env)
+    hung_file = toolbox_dir / "hung"
     try:
-        wait_for(lambda: (toolbox_dir / "hung").exists(), "the tool to hang", proc)
+        wait_for(lambda: hung_file.exists() and hung_file.read_text(), "the tool to hang", proc)
     finally:
         sigkill(proc)
     run_id = only_run(db)
-    (hung,) = jsonl(toolbox_dir / "invocations.jsonl")[:1]
+    # the call that hung, not merely the first one logged: tools run in parallel threads, so
+    # another call may have logged its invocation first and been killed before its effect
+    hung = next(i for i in jsonl(toolbox_dir / "invocations.jsonl") if i["item"] == hung_file.read_text())
     # the intent was flushed before the tool ran; the effect happened; `done` never came
     status = {a["idempotency_key"]: a["status"] for a in actions(db, run_id)}
     assert status[hung["key"]] == "intent"

@@ -72,7 +72,7 @@ def apply_once(item: str, ctx: ToolContext) -> dict:
     seen = {json.loads(line)["key"] for line in effects.read_text().splitlines()} if effects.exists() else set()
     if key not in seen:
         _append("effects.jsonl", {"item": item, "key": key})
-    _hang_first_call()
+    _hang_first_call(item)
     return {"item": item, "applied": True, "deduplicated": key in seen}
 
 
