@@ -6,6 +6,7 @@ import email.utils
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -20,14 +21,31 @@ _litellm = None
 
 
 def quiet_litellm_env() -> None:
-    """Environment litellm reads at import time: no price-map download, no telemetry, and
-    aiohttp connection pools that do not cap concurrency (litellm's defaults are 1,000 in all
-    and 500 per host, read once at import; 0 would mean aiohttp's own 100)."""
+    """Environment litellm reads: no price-map download, no telemetry, aiohttp connection
+    pools that do not cap concurrency (litellm's defaults are 1,000 in all and 500 per host,
+    read once at import; 0 would mean aiohttp's own 100), and OpenAI-compatible chat calls
+    through litellm's own HTTP handler rather than the openai SDK's client, which spends
+    about a third of litellm's CPU per call re-walking the request against its typed
+    schema (see `_no_silent_resend` for the one thing that handler must not do). A user
+    who sets any of these keeps their value."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOG", "ERROR")
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
     os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT", "8192")
     os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT_PER_HOST", "8192")
+    os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
+
+
+async def _no_silent_resend(self, url, client, **kwargs):
+    """Replaces litellm's `AsyncHTTPHandler.single_connection_post_request`, which re-sends
+    a request on a fresh connection after a connection error or a dropped connection. The
+    provider may already have received (and billed) the first one, and no run-log row would
+    show it. The original error is raised instead, so agentctl's retry policy decides, with
+    a backoff and an `llm_calls` row for every request sent."""
+    exc = sys.exc_info()[1]  # the RemoteProtocolError/ConnectError being handled by post()
+    if exc is None:
+        exc = httpx.TransportError(f"connection error on {url}")
+    raise exc
 
 
 _preload: "threading.Thread | None" = None
@@ -75,6 +93,9 @@ def load_litellm():
         litellm.drop_params = True
         litellm.num_retries = 0
         litellm.set_verbose = False
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        AsyncHTTPHandler.single_connection_post_request = _no_silent_resend
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         _litellm = litellm
