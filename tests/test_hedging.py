@@ -180,3 +180,50 @@ def test_hedges_are_capped_when_the_provider_slows_down_across_the_board():
     assert 0 < len(hedges) <= 0.2 * 70
     assert client.sent == 100 + len(hedges)
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.1)  # the duplicates cost nothing
+
+
+class StragglerClient(StepClient):
+    """From the 41st request on, every `every`-th one's first send takes `slow` seconds; every
+    other send, including
+    that request's duplicate, `delay`. Records when each send started."""
+
+    def __init__(self, every: int, slow: float) -> None:
+        super().__init__()
+        self.every, self.slow = every, slow
+        self.first_sent: dict[str, float] = {}
+        self.resent_after: list[float] = []  # for each duplicate: seconds after its original
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        key = request.meta["item_key"]
+        if key in self.first_sent:
+            self.resent_after.append(time.perf_counter() - self.first_sent[key])
+            return await super().complete(request)
+        self.first_sent[key] = time.perf_counter()
+        n = int(request.meta["item_key"][1:])
+        if n > 40 and n % self.every == 0:  # after the window has learned the fast calls
+            self.sent += 1
+            await asyncio.sleep(self.slow)
+            return LLMResponse(content="{}", input_tokens=10, output_tokens=2, cost_usd=0.001)
+        return await super().complete(request)
+
+
+def test_the_hedge_threshold_does_not_creep_up_when_duplicates_win():
+    """8% of calls straggle at 100x (over p95's 5%): their duplicates win. The wait before a
+    duplicate must stay near the fast calls' latency for the whole run. (Counting a hedged
+    call at its time to the first answer fed the percentile its own threshold plus a bit, so
+    it climbed with every straggler until hedging stopped helping.)"""
+    client = StragglerClient(every=12, slow=1.0)
+    client.delay = 0.02
+    caller = ModelCaller(client=client, record=[].append, run_id="r", limiter=PriorityLimiter(4),
+                         routes={"m": Route("m", "openai/m", {}, hedge_after_p=95)})
+
+    async def main() -> None:
+        for i in range(1, 241):  # one at a time: the waits are measured, not crowded
+            req = LLMRequest(alias="m", model="openai/m", messages=[{"role": "user", "content": str(i)}],
+                             meta={"item_key": f"a{i}", "stage_id": "s"})
+            await caller.call(req, usage=CellUsage(), purpose="call")
+
+    asyncio.run(main())
+    waits = client.resent_after
+    assert len(waits) == 17  # every straggler (48, 60, ... 240) was duplicated
+    assert max(waits) < 1.5 * min(waits), str([round(w, 3) for w in waits])

@@ -164,13 +164,6 @@ class ModelCaller:
             latency_ms = (time.perf_counter() - t0) * 1000
             for hedge in hedges:
                 self._log_hedge(req, alias, usage, hedge)
-            if resp is not None and not resp.cache_hit and self._hedge_p(alias):
-                # a hedged call counts with the time its first answer took: leaving it out
-                # would drop the slow ones and pull the percentile down into the fast ones
-                window = self.latencies.get(alias)
-                if window is None:
-                    window = self.latencies[alias] = LatencyWindow()
-                window.add(latency_ms / 1000)
             usage.add(resp)
             if self.budget is not None:
                 self.budget.settle(meta.get("item_key"), req, est_tokens, resp)
@@ -235,10 +228,18 @@ class ModelCaller:
                            est_tokens: int) -> tuple[LLMResponse, list[Hedge]]:
         """`_send`, with duplicates past the alias's `hedge_after_p` latency (see hedge.py)."""
         p = self._hedge_p(alias)
-        window = self.latencies.get(alias) if p else None
-        after = window.percentile(p) if window is not None else None  # type: ignore[arg-type]
-        if after is None:
+        if not p:
             return await self._send(req), []
+        window = self.latencies.get(alias)
+        if window is None:
+            window = self.latencies[alias] = LatencyWindow()
+        after = window.percentile(p)
+        t0 = time.perf_counter()
+        if after is None:  # too few answers yet to know what slow is
+            resp = await self._send(req)
+            if not resp.cache_hit:
+                window.add(time.perf_counter() - t0)
+            return resp, []
         taken: list[Callable[[], None]] = []
         self.calls_sent += 1
 
@@ -267,9 +268,18 @@ class ModelCaller:
             self.hedges += 1
             return True
 
-        return await race(lambda: self._send(req), after=after, take_slot=take_slot,
-                          give_slot=lambda: self._give(taken), now=utcnow,
-                          clock=time.perf_counter)
+        resp, hedges = await race(lambda: self._send(req), after=after, take_slot=take_slot,
+                                  give_slot=lambda: self._give(taken), now=utcnow,
+                                  clock=time.perf_counter)
+        if not resp.cache_hit:
+            # When a duplicate won, the original's own latency is unknown beyond "over
+            # `after`": it counts as `after`, censored. Counting the time to the first answer
+            # instead (after + the duplicate's latency) fed the percentile values above its
+            # own threshold, which then rose run after run (0.5 s to 2 s in the heavy-tail
+            # bench) and let stragglers through again.
+            duplicate_won = any(h.won for h in hedges)
+            window.add(after if duplicate_won else time.perf_counter() - t0)
+        return resp, hedges
 
     def _hedge_p(self, alias: str) -> float | None:
         route = self.routes.get(alias)
