@@ -2,10 +2,12 @@
 `hedge_after_p`).
 
 A call still unanswered after the p-th percentile of its alias's recent latencies gets a
-duplicate (and, if that one is slow too, a second one after the same wait again). The duplicate queues for the next slot of every limit the call passed, ahead of
-all other queued work (it is the call closest to done: a stuck reply holds a slot for ten
-times a normal one, a duplicate usually frees it in one), so hedging fills slots that a
-straggler would otherwise waste and never exceeds a concurrency or rate limit. If the
+duplicate, and another after each further such wait while every copy is still unanswered,
+up to three (with 5% of replies slow, a straggler gets through once in 8,000 instead of
+once in 400 with two). A duplicate queues for the next slot of every limit the call passed,
+ahead of all other queued work (it is the call closest to done: a stuck reply holds a slot
+for ten times a normal one, a duplicate usually frees it in one), so hedging fills slots
+that a straggler would otherwise waste and never exceeds a concurrency or rate limit. If the
 original answers while the duplicate still waits for a slot, nothing is sent. At most
 `max_share` of a caller's calls are hedged, so a provider that slows down across the board
 sees a few more requests, not twice as many. The first answer wins; the other requests are
@@ -26,7 +28,7 @@ MIN_SAMPLES = 30      # no hedging until the alias has this many answered calls
 WINDOW = 400          # recent latencies per alias
 RECOMPUTE_EVERY = 16  # the percentile is recomputed after this many new samples
 PRIORITY = float("-inf")  # a duplicate is served before any queued call
-MAX_DUPLICATES = 2    # a second duplicate when the first is slow too (5% x 5% of calls at p95)
+MAX_DUPLICATES = 3    # more when the duplicates are slow too (5% x 5% of stragglers at p95, ...)
 
 
 def max_share(p: float) -> float:
