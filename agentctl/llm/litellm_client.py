@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import httpx
@@ -96,6 +97,11 @@ def load_litellm():
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
         AsyncHTTPHandler.single_connection_post_request = _no_silent_resend
+        # litellm builds the request coroutine on an executor thread and awaits it after; a
+        # call cancelled in between (a hedge that lost, Ctrl-C) leaves it unsent and unawaited,
+        # which is harmless but would print a RuntimeWarning on the user's terminal
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message=r"coroutine 'BaseLLMHTTPHandler\.\w+' was never awaited")
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         _litellm = litellm
