@@ -9,6 +9,9 @@ run log), and:
                    another, awaiting and parsing each reply before the next, and every call
                    acquires ONE shared asyncio.Semaphore(C). No priorities, no scheduler.
   --barrier        stage by stage: all accounts' first request, wait for all, then the second...
+  --agentctl-transport  litellm configured as agentctl configures it (its own HTTP handler for
+                   OpenAI-compatible calls instead of the openai SDK's client): shows how much of
+                   agentctl's lead is that choice rather than its scheduling
 
 Replaying agentctl's requests (rather than re-rendering the prompts here) keeps the bodies
 byte-identical without copying agentctl's prompt code; since the fake server's answer is a
@@ -16,7 +19,7 @@ hash of the prompt, a chain that built each prompt from the previous reply would
 same requests. Prints one JSON line: calls, ok, errors, wall_s, latency percentiles, the
 slot occupancy timeline (report.occupancy) and the CPU seconds spent importing litellm.
 
-    python bench/naive_chain.py CHAINS.jsonl --concurrency 64 [--barrier]
+    python bench/naive_chain.py CHAINS.jsonl --concurrency 64 [--barrier] [--agentctl-transport]
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ def main() -> int:
                                        "response_format}, ...]} per account, in stage order")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--barrier", action="store_true", help="stage by stage instead of per-account chains")
+    parser.add_argument("--agentctl-transport", action="store_true",
+                        help="litellm's own HTTP handler, as agentctl runs it (default: litellm's defaults)")
     args = parser.parse_args()
+    if args.agentctl_transport:
+        import os
+
+        os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] = "True"
 
     litellm, import_cpu_s = import_litellm()  # timed: every litellm program pays this once
 

@@ -392,6 +392,13 @@ def render(r: dict[str, Any], *, out: str) -> str:
     if r.get("naive"):
         lines += _naive(f"Naive chain: per-account asyncio chains under one Semaphore({cfg['concurrency']}), "
                         "same server, the tail run's requests", r["naive"], cfg)
+    if r.get("naive_transport"):
+        lines += _naive("Naive chain on agentctl's litellm transport (informational): the same chains with "
+                        "litellm's own HTTP handler instead of the openai SDK client", r["naive_transport"], cfg)
+        ratios = [f"{label} {_tail_over_naive(r.get(key), r['naive_transport'])}"
+                  for key, label in (("tail", "hedging off"), ("tail_hedged", "hedged")) if r.get(key)]
+        lines.insert(-1, f"  agentctl run / this chain: {', '.join(ratios)} (informational; the graded "
+                         "ratio is against the naive chain on litellm's defaults, as a user would write it)")
     if r.get("barrier"):
         lines += _naive("Barrier baseline (informational): stage by stage, same Semaphore, same requests",
                         r["barrier"], cfg)
@@ -418,7 +425,7 @@ def render(r: dict[str, Any], *, out: str) -> str:
         w1 = max(len(str(t["value"])) for t in rows)
         lines.append(f"{'target':<{w0}}  {'value':>{w1}}  {'goal':<9} result")
         lines += [f"{t['target']:<{w0}}  {str(t['value']):>{w1}}  {t['goal']:<9} {t['result']}" for t in rows]
-    busy = [r[k]["other_load_cores"] for k in ("a", "baseline", "b", "tail", "naive", "barrier")
+    busy = [r[k]["other_load_cores"] for k in ("a", "baseline", "b", "tail", "naive", "naive_transport", "barrier")
             if r.get(k) and r[k].get("other_load_cores") is not None]
     busy += [p["other_load_cores"] for p in (r.get("scale") or {}).get("points", [])
              if p.get("other_load_cores") is not None]

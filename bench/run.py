@@ -372,13 +372,14 @@ def run_baseline(cfg: Config, server: FakeServer, a_db: Path, a_run_id: str, wor
 
 
 def run_naive(cfg: Config, server: FakeServer, chains: Path, calls: int, work: Path, name: str,
-              *, barrier: bool = False) -> dict[str, Any]:
+              *, barrier: bool = False, agentctl_transport: bool = False) -> dict[str, Any]:
     """bench/naive_chain.py replaying the tail run's chains; its ideal is what the server
     served it, computed exactly as for agentctl's tail run."""
     server.reset()
     srv0, busy0 = server.cpu_s(), machine_busy_s()
     m = run_measured([PY, str(BENCH / "naive_chain.py"), str(chains), "--concurrency", str(cfg.concurrency)]
-                     + (["--barrier"] if barrier else []),
+                     + (["--barrier"] if barrier else [])
+                     + (["--agentctl-transport"] if agentctl_transport else []),
                      cwd=work, timeout=child_timeout(cfg, calls, cfg.tail_mean_latency), out_dir=work, name=name)
     stats = server.stats()
     srv1, busy1 = server.cpu_s(), machine_busy_s()
@@ -441,6 +442,10 @@ def run_tail(cfg: Config, accounts: Path, work: Path, say: Callable[[str], None]
         if "barrier" in cfg.scenarios and calls:
             say("barrier baseline: stage by stage, one Semaphore ...")
             out["barrier"] = run_naive(cfg, srv, chains, calls, work, name="barrier", barrier=True)
+        if "naive" in cfg.scenarios and calls:
+            say("naive chain on agentctl's litellm transport (informational) ...")
+            out["naive_transport"] = run_naive(cfg, srv, chains, calls, work, name="naive-transport",
+                                               agentctl_transport=True)
     return out
 
 
