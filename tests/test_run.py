@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.llm_server import Reply, default_reply
 from tests.helpers import (RUN_ID, account_id, cell_counts, db_rows, default_stages,
-                           first_line, last_user_text, run_inproc, run_status, stage_of,
+                           first_line, last_user_text, run_cli, run_inproc, run_status, stage_of,
                            write_accounts, write_spec)
 
 pytestmark = pytest.mark.timeout(30)
@@ -127,6 +127,25 @@ def test_run_log_matches_what_the_server_saw(llm, tmp_path, db):
     totals = json.loads(db_rows(db, "SELECT totals FROM runs WHERE run_id = ?", [run_id])[0]["totals"])
     assert totals["llm_calls"] == 27
     assert totals["cost_usd"] == pytest.approx(total, abs=1e-6)
+
+
+def test_an_alias_organization_reaches_the_provider(llm, tmp_path, db):
+    """`params: {organization: ...}` is sent as OpenAI-Organization (litellm's own HTTP handler,
+    which agentctl uses, would drop the parameter)."""
+    extra = {"models": {"fast": {"params": {"organization": "org-alias"}}}}
+    res = run_inproc("run", write_spec(tmp_path, llm.base_url, extra=extra),
+                     write_accounts(tmp_path, 2))
+    assert res.exit_code == 0, res.output
+    assert llm.requests and {r["_org"] for r in llm.requests} == {"org-alias"}
+
+
+def test_an_organization_in_the_environment_reaches_the_provider(llm, tmp_path):
+    """With OPENAI_ORG_ID set, agentctl keeps litellm's SDK path, which sends it."""
+    proc = run_cli("run", write_spec(tmp_path, llm.base_url), write_accounts(tmp_path, 2),
+                   "--db", tmp_path / "org.duckdb",
+                   env={"OPENAI_ORG_ID": "org-env", "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER": None})
+    assert proc.returncode == 0, proc.stderr
+    assert llm.requests and {r["_org"] for r in llm.requests} == {"org-env"}
 
 
 # --- output validation and repair ---------------------------------------------------------

@@ -34,7 +34,10 @@ def quiet_litellm_env() -> None:
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
     os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT", "8192")
     os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT_PER_HOST", "8192")
-    os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
+    if not (os.environ.get("OPENAI_ORG_ID") or os.environ.get("OPENAI_ORGANIZATION")):
+        # that handler sends no OpenAI-Organization header of its own: with an organization
+        # in the environment, the SDK path (which sends it) stays
+        os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
 
 
 async def _no_silent_resend(self, url, client, **kwargs):
@@ -232,6 +235,10 @@ class LiteLLMClient:
             kwargs["response_format"] = request.response_format
         if request.tools:
             kwargs["tools"] = request.tools
+        if kwargs.get("organization"):  # an alias's `params: {organization: ...}`, as a header
+            # litellm's own HTTP handler (see quiet_litellm_env) would drop it otherwise
+            kwargs["extra_headers"] = {"OpenAI-Organization": str(kwargs["organization"]),
+                                       **(kwargs.get("extra_headers") or {})}
         started = time.perf_counter()
         try:
             resp = await litellm.acompletion(model=request.model, messages=request.messages, **kwargs)

@@ -24,7 +24,8 @@ wait ``latency * slow_factor`` instead (a draw of its own, so the fault draws do
 Markers such as ``[[item:ACME-1]] [[stage:research]]`` in the system messages or the last user
 message, and ``x-agentctl-<key>`` headers, become ``body["_meta"]``; ``count(item="ACME-1")``
 matches on them. Each recorded body also gets ``_status`` (None while pending, or when no
-response was sent: hang, reset), ``_usage`` and ``_fault`` (which fault rule fired, or None).
+response was sent: hang, reset), ``_usage``, ``_fault`` (which fault rule fired, or None) and
+``_org`` (the ``OpenAI-Organization`` header, or None).
 
 As a process: ``python -m tests.fakes.llm_server --port 0 --latency 1.0 --fault-429 0.1``
 (``--slow-rate 0.05 --slow-factor 10`` for a heavy tail) prints ``PORT <n>`` as its first line
@@ -264,7 +265,8 @@ class FakeLLM:
         if not isinstance(body, dict):
             status, payload = _error_payload(Reply(status=400, content="The body is not a JSON object."))
             return web.json_response(payload, status=status)
-        body.update(_meta=_meta(body, request.headers), _status=None, _usage=None, _fault=None)
+        body.update(_meta=_meta(body, request.headers), _status=None, _usage=None, _fault=None,
+                    _org=request.headers.get("OpenAI-Organization"))
         with self._lock:
             self.requests.append(body)
             reply, body["_fault"] = self._decide_fault(body)
