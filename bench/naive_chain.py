@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -44,8 +45,6 @@ def main() -> int:
                         help="litellm's own HTTP handler, as agentctl runs it (default: litellm's defaults)")
     args = parser.parse_args()
     if args.agentctl_transport:
-        import os
-
         os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] = "True"
 
     litellm, import_cpu_s = import_litellm()  # timed: every litellm program pays this once

@@ -233,18 +233,31 @@ class ModelCaller:
         window = self.latencies.get(alias)
         if window is None:
             window = self.latencies[alias] = LatencyWindow()
-        after = window.percentile(p)
+        after = window.percentile(p)  # None: too few answers yet to know what slow is
         t0 = time.perf_counter()
-        if after is None:  # too few answers yet to know what slow is
-            resp = await self._send(req)
-            if not resp.cache_hit:
-                window.add(time.perf_counter() - t0)
-            return resp, []
+        if after is None:
+            resp, hedges = await self._send(req), []
+        else:
+            resp, hedges = await self._race(req, alias, stage_id, est_tokens, p, after)
+        if not resp.cache_hit:
+            # When a duplicate won, the original's own latency is unknown beyond "over
+            # `after`": it counts as `after`, censored. Counting the time to the first answer
+            # instead (after + the duplicate's latency) fed the percentile values above its
+            # own threshold, which then rose run after run (0.5 s to 2 s in the heavy-tail
+            # bench) and let stragglers through again.
+            duplicate_won = any(h.won for h in hedges)
+            window.add(after if duplicate_won else time.perf_counter() - t0)
+        return resp, hedges
+
+    async def _race(self, req: LLMRequest, alias: str, stage_id: str | None, est_tokens: int,
+                    p: float, after: float) -> tuple[LLMResponse, list[Hedge]]:
+        """One attempt against its duplicates; each duplicate takes its slot through every
+        limit the attempt passed, and its budget hold, or is not sent."""
         taken: list[Callable[[], None]] = []
         self.calls_sent += 1
 
         async def take_slot(n: int) -> bool:
-            if self.hedges >= max(1, self.calls_sent * max_share(p)):  # type: ignore[arg-type]
+            if self.hedges >= max(1, self.calls_sent * max_share(p)):
                 return False
             stage_limiter = self.stage_limiters.get(stage_id)
             if stage_limiter is not None:
@@ -268,18 +281,9 @@ class ModelCaller:
             self.hedges += 1
             return True
 
-        resp, hedges = await race(lambda: self._send(req), after=after, take_slot=take_slot,
-                                  give_slot=lambda: self._give(taken), now=utcnow,
-                                  clock=time.perf_counter)
-        if not resp.cache_hit:
-            # When a duplicate won, the original's own latency is unknown beyond "over
-            # `after`": it counts as `after`, censored. Counting the time to the first answer
-            # instead (after + the duplicate's latency) fed the percentile values above its
-            # own threshold, which then rose run after run (0.5 s to 2 s in the heavy-tail
-            # bench) and let stragglers through again.
-            duplicate_won = any(h.won for h in hedges)
-            window.add(after if duplicate_won else time.perf_counter() - t0)
-        return resp, hedges
+        return await race(lambda: self._send(req), after=after, take_slot=take_slot,
+                          give_slot=lambda: self._give(taken), now=utcnow,
+                          clock=time.perf_counter)
 
     def _hedge_p(self, alias: str) -> float | None:
         route = self.routes.get(alias)

@@ -74,6 +74,11 @@ class Hedge:
     latency_ms: float = 0.0
     started_at: Any = None
     error: str | None = None
+    sent_clock: float | None = None  # `clock()` when it was sent; None: it never got a slot
+
+    def close(self, clock: float, *, won: bool = False, error: str | None = None) -> None:
+        self.won, self.error = won, error
+        self.latency_ms = (clock - self.sent_clock) * 1000  # type: ignore[operator]
 
 
 class _NotSent(Exception):
@@ -99,22 +104,24 @@ async def race(send: Callable[[], Awaitable[Any]], *, after: float,
         return await primary, []
     hedges: list[Hedge] = []
     tasks: dict[asyncio.Future, Hedge | None] = {primary: None}
-    starts: dict[int, float] = {}
 
     async def duplicate_call(n: int, info: Hedge) -> Any:
         if not await take_slot(n):
             raise _NotSent
         info.started_at = now()
-        starts[n] = clock()
+        info.sent_clock = clock()
         return await send()
+
+    def sent() -> list[Hedge]:
+        return [h for h in hedges if h.sent_clock is not None]
 
     pending: set[asyncio.Future] = {primary}
     first_error: BaseException | None = None
     may_hedge = True
     try:
         while pending:
-            last_sent = not hedges or hedges[-1].started_at is not None
-            if may_hedge and len(hedges) < copies and last_sent:
+            more = may_hedge and len(hedges) < copies
+            if more and (not hedges or hedges[-1].sent_clock is not None):
                 info = Hedge()
                 task = asyncio.ensure_future(duplicate_call(len(hedges), info))
                 hedges.append(info)
@@ -126,30 +133,24 @@ async def race(send: Callable[[], Awaitable[Any]], *, after: float,
             for task in sorted(done, key=lambda t: t is not primary):  # the original first
                 error = task.exception()
                 if error is None:
-                    winner = tasks[task]
-                    for n, h in enumerate(hedges):
-                        if h.started_at is None:
-                            continue
-                        h.won = h is winner
-                        h.latency_ms = (clock() - starts[n]) * 1000
-                        if not h.won:
-                            h.error = ("cancelled: the original request answered first" if winner is None
-                                       else "cancelled: another duplicate answered first")
-                    return task.result(), [h for h in hedges if h.started_at is not None]
+                    winner, end = tasks[task], clock()
+                    lost = ("cancelled: the original request answered first" if winner is None
+                            else "cancelled: another duplicate answered first")
+                    for h in sent():
+                        h.close(end, won=h is winner, error=None if h is winner else lost)
+                    return task.result(), sent()
                 if isinstance(error, _NotSent):
                     may_hedge = False  # no share, money or run left for duplicates
                     continue
                 if first_error is None or task is primary:
                     first_error = error
-            if first_error is not None and not any(h.started_at for h in hedges):
+            if first_error is not None and not sent():
                 break  # the original failed before a duplicate was sent: send none
         assert first_error is not None
-        sent = [h for h in hedges if h.started_at is not None]
-        for n, h in enumerate(hedges):
-            if h.started_at is not None:
-                h.latency_ms = (clock() - starts[n]) * 1000
-                h.error = f"failed too: {first_error}"
-        first_error.hedges = sent  # type: ignore[attr-defined]  (logged by the caller)
+        end = clock()
+        for h in sent():
+            h.close(end, error=f"failed too: {first_error}")
+        first_error.hedges = sent()  # type: ignore[attr-defined]  (logged by the caller)
         raise first_error
     finally:
         for task in tasks:

@@ -198,7 +198,8 @@ def translate_error(exc: Exception, model: str) -> ProviderError:
         return RetryableProviderError(f"{model}: request timed out", status=status, kind="Timeout")
     causes = _causes(exc)
     if any(isinstance(c, json.JSONDecodeError) for c in causes):
-        # litellm reports a body it cannot parse as a 500; the server sent no such status
+        # a body litellm cannot parse: its exception carries a made-up status (500 on the
+        # openai SDK path, the real 200 on its own handler), so the cause decides
         return RetryableProviderError(f"{model}: unreadable reply: {short}", kind="MalformedReply")
     if any(isinstance(c, (ConnectionError, httpx.TransportError)) for c in causes):
         return RetryableProviderError(f"{model}: connection error: {short}", kind="ConnectionError")
