@@ -65,6 +65,5 @@ def main() -> int:
     return 0 if ok == len(requests) else 1
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -96,12 +96,11 @@ def _open(duckdb: Any, path: Path, read_only: bool) -> Any:
     """The file attached to an in-memory session, with small row groups: DuckDB rewrites a
     table's last, partly filled row group at every checkpoint (every close), so with the
     default 122,880-row groups of large JSON requests a writer's memory would grow with the
-    log for the first hundred thousand calls. Too small has a cost too (the flush spikes grow
-    with the number of groups; per-group metadata read at every open, I believe, not
-    confirmed inside DuckDB). 4,096-row groups keep a `--mock` run's
-    peak at ~200 MB for 10,000 accounts and ~218 MB for 100,000 (2,048: 168 and 200, a growth
-    of 10-20%; 8,192 spiked by ~60 MB whenever a group of requests filled up and was
-    compressed)."""
+    log for the first hundred thousand calls. Too small costs too: the flush spikes grow
+    with the number of groups (per-group metadata read at every open, I believe; not
+    confirmed inside DuckDB). 4,096-row groups keep a `--mock` run's peak at ~200 MB for
+    10,000 accounts and ~218 MB for 100,000 (2,048: 168 and 200, a growth of 10-20%; 8,192
+    spiked by ~60 MB whenever a group of requests filled up and was compressed)."""
     con = duckdb.connect(":memory:")
     try:
         quoted = str(path).replace("'", "''")
