@@ -3,7 +3,6 @@ for the whole input, per stage and model."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from agentctl.stages import stage_type
@@ -21,37 +20,21 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
     sample_ok = {s["id"]: s["ok"] for s in sample["stages"]}
     for s in sample["stages"]:
         stage = spec.pipeline.stage(s["id"])
-        ran = s["ok"] + s["failed"] + s.get("awaiting_approval", 0)
         kind = stage_type(stage)
-        if kind.kind == "select":
-            upstream = min((reach.get(n, total_items) for n in stage.needs), default=total_items)
-            considered = max(ran + s["filtered"], 1)
-            passing = upstream * (s["ok"] / considered) if stage.where else upstream
-            reach[s["id"]] = min(stage.top, passing) if stage.top else passing
-            stages_out.append({"id": s["id"], "kind": "select", "items": round(reach[s["id"]], 1)})
-            continue
         upstream = min((reach.get(n, total_items) for n in stage.needs), default=total_items)
         # what reached this stage in the sample: its upstreams' ok cells (a select upstream
         # has already capped `upstream`, so its filtering must not be counted twice)
         sample_reached = (max(min(sample_ok.get(n, sample_items) for n in stage.needs), 1)
                           if stage.needs else max(sample_items, 1))
-        frac = ran / sample_reached if sample_reached else 0.0
-        items = upstream * frac
-        reach[s["id"]] = upstream if not stage.when else items
-        per_item = 1 / max(ran, 1)
-        calls = s["llm_calls"] * per_item * items
-        if kind.fan_in:  # a reduce: its prompt grows with the items; past the limit it batches
-            tokens_all = s["input_tokens"] * items / max(ran, 1)
-            calls = 1 if tokens_all <= stage.max_input_tokens else (
-                math.ceil(items / stage.batch_size) + 1)
-        tin = s["input_tokens"] * per_item * items
-        tout = s["output_tokens"] * per_item * items
-        if kind.fan_in:  # one output per call, not per item
-            tout = s["output_tokens"] * calls / max(s["llm_calls"], 1)
-        cost = (s["cost_usd"] or 0.0) * per_item * items
-        unpriced = s["unpriced_calls"] * per_item * items
+        p = kind.project(stage, s, upstream, sample_reached)
+        reach[s["id"]] = p.reach
+        if not kind.calls_models:
+            stages_out.append({"id": s["id"], "kind": kind.kind, "items": round(p.items, 1)})
+            continue
+        calls, tin, tout, cost, unpriced = (p.llm_calls, p.input_tokens, p.output_tokens,
+                                            p.cost_usd, p.unpriced_calls)
         latency_s = (s["p50_ms"] or 0) / 1000
-        row = {"id": s["id"], "kind": kind.kind, "items": round(items, 1), "llm_calls": round(calls),
+        row = {"id": s["id"], "kind": kind.kind, "items": round(p.items, 1), "llm_calls": round(calls),
                "input_tokens": round(tin), "output_tokens": round(tout),
                "cost_usd": None if unpriced and not cost else round(cost, 4),
                "unpriced_calls": round(unpriced), "models": s["models"],

@@ -350,8 +350,8 @@ def plan_table(doc: dict[str, Any]) -> Group:
     for col in ("stage", "accounts", "calls", "tokens in", "tokens out", "cost", "models"):
         t.add_column(col, justify="left" if col in ("stage", "models") else "right")
     for s in doc["stages"]:
-        if s["kind"] == "select":
-            t.add_row(Text(s["id"] + " [select]"), f"{s['items']:.0f}", "", "", "", "", "")
+        if "llm_calls" not in s:  # a stage type that calls no model (select)
+            t.add_row(Text(f"{s['id']} [{s['kind']}]"), f"{s['items']:.0f}", "", "", "", "", "")
             continue
         t.add_row(s["id"], f"{s['items']:.0f}", str(s["llm_calls"]), tokens(s["input_tokens"]),
                   tokens(s["output_tokens"]), money(s["cost_usd"], s["unpriced_calls"], mock=mock),

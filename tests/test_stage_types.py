@@ -256,6 +256,19 @@ def test_reduce_sees_only_accounts_that_reached_it(llm, tmp_path, db):
     assert cell_counts(db, run_id)["report"] == {"ok": 3, "filtered": 3}
 
 
+@pytest.mark.parametrize("max_input_tokens, calls", [(1_000_000, 1), (120, 60 // 5 + 1)])
+def test_plan_projects_a_reduce_as_one_call_or_a_batch_tree(tmp_path, db, max_input_tokens, calls):
+    stages = [RESEARCH, reduce_stage(batch_size=5, max_input_tokens=max_input_tokens)]
+    res = run_inproc("plan", str(spec(tmp_path, "http://127.0.0.1:9/v1", stages)),
+                     str(write_accounts(tmp_path, 60)), "--sample", "3", "--mock", "--json")
+    assert res.exit_code == 0, res.output
+    by_id = {s["id"]: s for s in json.loads(res.stdout)["stages"]}
+    assert by_id["research"]["llm_calls"] == 60
+    # the prompt grows with the 60 accounts, the number of calls does not (under the limit)
+    assert by_id["report"]["items"] == 60 and by_id["report"]["llm_calls"] == calls
+    assert by_id["report"]["input_tokens"] > 120
+
+
 # --- orchestrate ----------------------------------------------------------------------------
 
 def spawn_markers(*pairs: tuple[str, str]) -> str:

@@ -44,10 +44,9 @@ def _fields(stage_or_fields: Any) -> Fields:
 
 
 def is_free_text(stage_or_fields: Any) -> bool:
-    """An agent whose output block is empty answers in prose: ``{"text": reply}``."""
-    if isinstance(stage_or_fields, dict):
-        return stage_or_fields is TEXT_FIELDS or not stage_or_fields
-    return getattr(stage_or_fields, "type", None) == "agent" and not stage_or_fields.output
+    """A stage whose output block is empty answers in prose: ``{"text": reply}``."""
+    fields = _fields(stage_or_fields)
+    return fields is TEXT_FIELDS or not fields
 
 
 # --- JSON Schema --------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 The spec layer asks it for its pydantic model, the agents and prompts it uses, its output
 fields and its own cross-field checks; the planner asks it to compile a stage; the scheduler
-asks it to run one cell (or, for a fan-in type, to decide over every item that arrived); the
-mock model asks it for a deterministic turn; `inspect` asks it to label the spans it logged.
+asks it to run one cell (or, for a fan-in type, to decide over every item that arrived);
+`agentctl plan` asks it to scale a sample run's figures to the whole input; the mock model
+asks it for a deterministic turn; `inspect` asks it to label the spans it logged.
 Nothing outside ``agentctl/stages`` branches on a stage's kind.
 """
 
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
     from agentctl.spec.problems import Problem
 
 Fields = dict[str, OutputField]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One stage's share of `agentctl plan`'s projection for the whole input.
+
+    ``items`` is how many accounts the stage runs for; ``reach`` how many go on from it to
+    the stages that need it (fewer than ``items`` when it filters); the rest are totals."""
+    items: float
+    reach: float
+    llm_calls: float = 0.0
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    cost_usd: float = 0.0
+    unpriced_calls: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,23 @@ class StageType:
 
     async def decide(self, run: "FanInRun") -> dict[str, Any]:
         raise NotImplementedError(f"{self.kind} stages are not fan-in stages")
+
+    # -- agentctl plan ---------------------------------------------------------------------
+    def project(self, stage: Any, measured: dict[str, Any], upstream: float,
+                reached: int) -> Projection:
+        """Scale what a sample run measured for this stage (its row of `inspect_run`) to the
+        whole input: ``upstream`` accounts reach it there, ``reached`` did in the sample.
+        By default every figure grows with the accounts the stage runs for."""
+        ran = measured["ok"] + measured["failed"] + measured.get("awaiting_approval", 0)
+        items = upstream * (ran / reached if reached else 0.0)
+        per_item = items / max(ran, 1)
+        return Projection(
+            items=items, reach=items if stage.when else upstream,
+            llm_calls=measured["llm_calls"] * per_item,
+            input_tokens=measured["input_tokens"] * per_item,
+            output_tokens=measured["output_tokens"] * per_item,
+            cost_usd=(measured["cost_usd"] or 0.0) * per_item,
+            unpriced_calls=measured["unpriced_calls"] * per_item)
 
     # -- the mock model and inspect ---------------------------------------------------------
     def mock_turn(self, request: "LLMRequest", seed: str) -> list["ToolCallRequest"] | None:

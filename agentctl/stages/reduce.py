@@ -12,7 +12,9 @@ run-level output under the stage id.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ from agentctl.runlog.writer import utcnow
 from agentctl.spec.base import (
     Ident, OutputField, StageBase, check_one_prompt, output_block, prompt_file_field)
 from agentctl.spec.outputs import TEXT_FIELDS
-from agentctl.stages.base import AgentRef, Fields, PromptSlot, StageType
+from agentctl.stages.base import AgentRef, Fields, Projection, PromptSlot, StageType
 
 
 class ReduceStage(StageBase):
@@ -84,6 +86,17 @@ class ReduceType(StageType):
 
     def output_fields(self, stage: ReduceStage) -> Fields:
         return stage.output or TEXT_FIELDS
+
+    def project(self, stage: ReduceStage, measured, upstream: float, reached: int) -> Projection:
+        """The prompt grows with the accounts, the calls do not: one, or a map-reduce tree of
+        ``batch_size`` batches plus a merge once the prompt passes ``max_input_tokens``; one
+        output per call."""
+        base = super().project(stage, measured, upstream, reached)
+        calls = (1 if base.input_tokens <= stage.max_input_tokens
+                 else math.ceil(base.items / stage.batch_size) + 1)
+        return dataclasses.replace(
+            base, llm_calls=calls,
+            output_tokens=measured["output_tokens"] * calls / max(measured["llm_calls"], 1))
 
     def compile(self, stage: ReduceStage, build) -> Any:
         return (build.profile(stage.agent, model=stage.model),

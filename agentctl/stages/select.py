@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from agentctl.engine.cell import CellResult
 from agentctl.spec.base import OutputField, StageBase
 from agentctl.spec.problems import Problem, did_you_mean
-from agentctl.stages.base import Fields, StageType
+from agentctl.stages.base import Fields, Projection, StageType
 
 SELECT_FIELDS = {"selected": OutputField(type="bool"),
                  "rank": OutputField(type="int", required=False, min=1)}
@@ -97,6 +97,14 @@ class SelectType(StageType):
 
     def check(self, stage: SelectStage, here: str, pipeline) -> list[Problem]:
         return check_field_ref(stage.by, f"{here}.by", stage, pipeline) if stage.by else []
+
+    def project(self, stage: SelectStage, measured, upstream: float, reached: int) -> Projection:
+        """The share ``where`` kept in the sample, capped at ``top``; no calls."""
+        ran = measured["ok"] + measured["failed"] + measured.get("awaiting_approval", 0)
+        considered = max(ran + measured["filtered"], 1)
+        passing = upstream * (measured["ok"] / considered) if stage.where else upstream
+        kept = min(stage.top, passing) if stage.top else passing
+        return Projection(items=kept, reach=kept)
 
     async def decide(self, run) -> dict[str, CellResult]:
         from agentctl.spec.templates import eval_condition
