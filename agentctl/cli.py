@@ -285,7 +285,7 @@ def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool 
         from agentctl.resume import prepare_resume
 
         prep, state, warnings = prepare_resume(
-            run_id, db, retry_failed=retry_failed if retrying else False,
+            run_id, db, retry=retrying, retry_failed=retry_failed if retrying else False,
             retry_stage=retry_stage, max_cost=max_cost, auto_approve=auto_approve,
             dry_actions=dry_actions)
         for w in warnings:

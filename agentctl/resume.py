@@ -10,7 +10,7 @@ from pathlib import Path
 from agentctl.engine.plan import StagePlan, compile_plan
 from agentctl.engine.scheduler import CellResult
 from agentctl.errors import ConfigError
-from agentctl.inputs import AccountsFile
+from agentctl.inputs import AccountsFile, InputSummary
 from agentctl.preflight import allow_open_files, check_budget_prices, check_provider_env
 from agentctl.runlog import store
 from agentctl.runner import Prepared, RunOptions
@@ -27,13 +27,14 @@ class ResumeState:
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
-                   retry_failed: bool = False, retry_stage: str | None = None,
+                   retry: bool = False, retry_failed: bool = False, retry_stage: str | None = None,
                    max_cost: float | None = None, auto_approve: bool = False,
                    dry_actions: bool = False) -> tuple[Prepared, ResumeState, list[str]]:
     """Rebuild a stored run: its own spec text, prompts, input rows, cells and ledger.
 
-    `retry_failed`/`retry_stage` (agentctl retry) drop the chosen failed cells, and everything
-    downstream of them, from the prior state so they run again inside the same run.
+    `retry` (agentctl retry) drops the chosen cells, and everything downstream of them, from
+    the prior state so they run again inside the same run: the failed ones
+    (`retry_failed`, the default) or every one that is not ok, of `retry_stage` or all stages.
     `auto_approve`/`dry_actions` given now replace the run's stored flags; otherwise the
     flags the run was started with still hold, over the spec's `approval:`."""
     if auto_approve and dry_actions:
@@ -48,10 +49,7 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
         raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
                           "wait for it, or stop it first")
     spec_path = Path(run["spec_path"])
-    spec = load_spec_text(run["spec_text"], path=spec_path)
-    stored = run["prompts"] or {}
-    spec.prompts.update(stored.get("stages") or {})
-    spec.systems.update(stored.get("agents") or {})
+    spec = load_spec_text(run["spec_text"], path=spec_path, stored_prompts=run["prompts"] or {})
     if spec_path.exists():
         import hashlib
 
@@ -69,17 +67,13 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
         from agentctl.spec.loader import _override_models
 
         _override_models(spec, opts.model)
-    accounts = AccountsFile(opts.accounts, spec.pipeline.input, limit=opts.limit)
-    summary = accounts.validate()
-    if summary.sha256 != run["input_sha256"]:
-        warnings.append(f"{opts.accounts} changed since the run started; stored rows are used "
-                        "for accounts already read")
+    accounts, summary = _input(run, items, spec, opts, warnings)
     if not opts.mock:
         check_provider_env(spec)
     plans = compile_plan(spec)
     prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"])
              for k, c in cells.items()}
-    if retry_failed or retry_stage:
+    if retry or retry_failed or retry_stage:
         prior, run_outputs = _drop_for_retry(prior, plans, failed_only=retry_failed,
                                              stage=retry_stage, run_outputs=run_outputs)
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
@@ -87,6 +81,50 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     check_budget_prices(prep)
     allow_open_files(prep.concurrency)
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
+
+
+class StoredRows:
+    """A run's input rows as it stored them, in input order."""
+
+    def __init__(self, rows: dict[str, dict]):
+        self.rows = rows
+
+    def __iter__(self):
+        return iter(self.rows.values())
+
+
+def _input(run: dict, items: dict[str, dict], spec, opts: RunOptions,
+           warnings: list[str]) -> tuple[AccountsFile | StoredRows, InputSummary]:
+    """Where a resumed run reads its accounts. A run that had stored every row reads those
+    alone: the file may since have moved, changed or gone (a cron job's export). A run that
+    stopped while still reading needs the file for the rest."""
+    path = Path(opts.accounts)
+    if len(items) >= (run["input_rows"] or 0):
+        if path.is_file() and _sha256(path) != run["input_sha256"]:
+            warnings.append(f"{path} changed since the run started; the run's stored rows are used")
+        columns = list(next(iter(items.values()), {}))
+        return StoredRows(items), InputSummary(str(path), "stored", len(items), columns,
+                                               run["input_sha256"])
+    if not path.exists():
+        raise ConfigError(f"{path} is gone, and run {run['run_id']} had read {len(items)} of its "
+                          f"{run['input_rows']} accounts when it stopped; put the file back at "
+                          "that path to resume")
+    accounts = AccountsFile(path, spec.pipeline.input, limit=opts.limit)
+    summary = accounts.validate()
+    if summary.sha256 != run["input_sha256"]:
+        warnings.append(f"{path} changed since the run started; stored rows are used "
+                        "for accounts already read")
+    return accounts, summary
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,

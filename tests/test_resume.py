@@ -231,6 +231,67 @@ def test_retry_one_stage_then_everything_then_resume_does_nothing(llm, tmp_path,
     assert run_status(db, run_id) == "completed"
 
 
+def test_retry_not_ok_reruns_every_cell_that_is_not_ok(llm, tmp_path, db):
+    target = account_id(2)
+    llm.responder = never_valid((target, "score"))
+    spec = write_spec(tmp_path, llm.base_url, stages=default_stages(top=10))
+    run_id = first_line(run_inproc("run", spec, write_accounts(tmp_path, 6)).stdout)
+    assert cell_counts(db, run_id)["write"] == {"ok": 5, "skipped": 1}
+    llm.responder = None
+    sent = len(llm.requests)
+
+    res = run_inproc("retry", run_id, "--not-ok")  # no --stage: every stage
+
+    assert res.exit_code == 0, res.output
+    assert Counter(cell_of(r) for r in llm.requests[sent:]) == {(target, "score"): 1,
+                                                                 (target, "write"): 1}
+    assert cell_counts(db, run_id)["write"] == {"ok": 6}
+
+
+def prompt_file_stages() -> list[dict]:
+    stages = default_stages(top=10)
+    stages[1] = {**stages[1], "prompt_file": "prompts/score.md"}
+    return [{k: v for k, v in s.items() if not (s is stages[1] and k == "prompt")}
+            for s in stages]
+
+
+def test_retry_after_the_accounts_and_prompt_files_are_gone_uses_the_stored_ones(llm, tmp_path, db):
+    target = account_id(2)
+    llm.responder = never_valid((target, "score"))
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "score.md").write_text(
+        "Score {{ account.name }} from the file. [[item:{{ account.id }}]] [[stage:score]]")
+    spec = write_spec(tmp_path, llm.base_url, stages=prompt_file_stages())
+    accounts = write_accounts(tmp_path, 6)
+    run_id = first_line(run_inproc("run", spec, accounts).stdout)
+    assert cell_counts(db, run_id)["score"] == {"ok": 5, "failed": 1}
+    llm.responder = None
+    accounts.unlink()  # e.g. a cron job's temporary export
+    (tmp_path / "prompts" / "score.md").unlink()
+    sent = len(llm.requests)
+
+    res = run_inproc("retry", run_id)
+
+    assert res.exit_code == 0, res.output
+    (score, write) = llm.requests[sent:]
+    assert "from the file" in score["messages"][-1]["content"] and cell_of(write) == (target, "write")
+    assert run_status(db, run_id) == "completed"
+
+
+def test_resume_of_a_run_that_had_not_read_its_whole_input_needs_the_file(llm, tmp_path, db):
+    spec = write_spec(tmp_path, llm.base_url, stages=default_stages(top=10))
+    accounts = write_accounts(tmp_path, 4)
+    run_id = first_line(run_inproc("run", spec, accounts).stdout)
+    with store.connect(db) as con:  # as if it had stopped before reading the last account
+        con.execute("DELETE FROM item_log WHERE run_id = ? AND item_key = ?", [run_id, account_id(3)])
+    accounts.unlink()
+
+    res = run_inproc("resume", run_id)
+
+    assert res.exit_code == 2
+    assert f"{accounts} is gone" in res.stderr and "read 3 of its 4 accounts" in res.stderr
+
+
 def test_retry_of_an_unknown_stage_is_refused(llm, tmp_path, db):
     llm.responder = never_valid((account_id(0), "score"))
     res = run_inproc("run", write_spec(tmp_path, llm.base_url), write_accounts(tmp_path, 3))

@@ -300,7 +300,8 @@ def load_run_state(path: Path, run_id: str):
         cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type "
                            "FROM cells WHERE run_id = ?", [run_id])
         actions = _rows(con, "SELECT * FROM actions WHERE run_id = ?", [run_id])
-        items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ?", [run_id])
+        items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ? ORDER BY seq",
+                      [run_id])
         spans = _rows(con, "SELECT span_id, status, output FROM spans WHERE run_id = ? "
                            "AND status = 'ok'", [run_id])
         outputs = _rows(con, "SELECT stage_id, status, output FROM run_outputs WHERE run_id = ?",

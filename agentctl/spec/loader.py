@@ -411,8 +411,12 @@ def _file_display(src: SourceMap, rel: str) -> str:
 
 
 def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
-                   source: SourceMap | None = None) -> LoadedSpec:
-    """The dict layer: validate the models, run the cross-field checks, read prompt files."""
+                   source: SourceMap | None = None,
+                   stored_prompts: dict[str, dict[str, str]] | None = None) -> LoadedSpec:
+    """The dict layer: validate the models, run the cross-field checks, read prompt files.
+
+    ``stored_prompts`` (a stored run's ``{"stages": ..., "agents": ...}``) stand in for the
+    prompt and system files, so a resumed run neither reads them again nor needs them."""
     src = source or SourceMap(str(path))
     try:
         pipeline = Pipeline.model_validate(data)
@@ -423,11 +427,16 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
     base = Path(path).parent
     allowed = _allowed_roots(pipeline, base.resolve(), src)
     _check_tool_paths(pipeline, base, src, allowed)
+    kept_prompts = (stored_prompts or {}).get("stages") or {}
+    kept_systems = (stored_prompts or {}).get("agents") or {}
     prompts: dict[str, str] = {}
     prompt_files: dict[str, str] = {}
     for i, stage in enumerate(pipeline.stages):
         for slot in stage_type(stage).prompt_slots(stage):
-            if slot.file is not None:
+            if slot.file is not None and slot.key in kept_prompts:
+                prompts[slot.key] = kept_prompts[slot.key]
+                prompt_files[slot.key] = _file_display(src, slot.file)
+            elif slot.file is not None:
                 where = f"stages[{i}].{slot.file_path}"
                 file = _resolve(base, slot.file, what=f"{slot.what} file", yaml_path=where,
                                 src=src, must_exist=True, allowed=allowed)
@@ -437,7 +446,9 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
                 prompts[slot.key] = slot.text
     systems: dict[str, str] = {}
     for name, agent in pipeline.agents.items():
-        if agent.system_file is not None:
+        if agent.system_file is not None and name in kept_systems:
+            systems[name] = kept_systems[name]
+        elif agent.system_file is not None:
             where = join_path(join_path("agents", name), "system_file")
             file = _resolve(base, agent.system_file, what="system file", yaml_path=where,
                             src=src, must_exist=True, allowed=allowed)
@@ -452,10 +463,12 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
                       prompts=prompts, systems=systems, order=order, source=src)
 
 
-def load_spec_text(text: str, *, path: Path) -> LoadedSpec:
+def load_spec_text(text: str, *, path: Path,
+                   stored_prompts: dict[str, dict[str, str]] | None = None) -> LoadedSpec:
     """The text layer: parse YAML (with lines) and hand the dict on."""
     data, src = parse_yaml(text, str(path))
-    return load_spec_data(data, path=Path(path), text=text, source=src)
+    return load_spec_data(data, path=Path(path), text=text, source=src,
+                          stored_prompts=stored_prompts)
 
 
 def load_spec(path: str | Path, *, model_override: str | None = None) -> LoadedSpec:
