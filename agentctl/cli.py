@@ -37,6 +37,13 @@ def _debug() -> bool:
     return _state["verbose"] or os.environ.get("AGENTCTL_DEBUG") not in (None, "", "0")
 
 
+def _print_error(label: str, text: str) -> None:
+    """One red-labelled line; the text (paths, ids, the user's own values) is never markup."""
+    from rich.text import Text
+
+    err.print(Text.assemble((label, "red"), " ", " ".join(str(text).split("\n"))), highlight=False)
+
+
 def guarded(fn: Callable[..., int | None]) -> int:
     """Run a command body: agentctl errors become one line on stderr and their exit code."""
     try:
@@ -44,7 +51,7 @@ def guarded(fn: Callable[..., int | None]) -> int:
     except AgentctlError as exc:
         if _debug():
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {exc.one_line()}", markup=True, highlight=False)
+        _print_error("error:", exc.one_line())
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -54,9 +61,8 @@ def guarded(fn: Callable[..., int | None]) -> int:
     except Exception as exc:  # a bug: one line, traceback on request
         if _debug():
             traceback.print_exc()
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
-                  "(rerun with --verbose or AGENTCTL_DEBUG=1 for the traceback)", markup=True,
-                  highlight=False)
+        _print_error("internal error:", f"{type(exc).__name__}: {exc} "
+                     "(rerun with --verbose or AGENTCTL_DEBUG=1 for the traceback)")
         return 1
 
 
@@ -113,7 +119,7 @@ def _finish(outcome, as_json: bool) -> int:
 
     doc = outcome.as_json()
     if outcome.status == "failed" and outcome.error:  # cron logs must say why, on stderr
-        err.print(f"[red]error:[/red] {outcome.error}", markup=True, highlight=False)
+        _print_error("error:", outcome.error)
     if as_json:
         print(json.dumps(doc, indent=2, default=str), flush=True)
     else:
@@ -289,7 +295,7 @@ def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool 
             retry_stage=retry_stage, max_cost=max_cost, auto_approve=auto_approve,
             dry_actions=dry_actions)
         for w in warnings:
-            err.print(f"warning: {w}", highlight=False)
+            err.print(f"warning: {w}", highlight=False, markup=False)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),
                                  display=_display(as_json), resume=state)
         return _finish(outcome, as_json)
@@ -346,7 +352,7 @@ def _decide(decision: str, run_id: str, all_: bool, items: str | None, where: st
         else:
             out.print(f"{res['decision']} {res['changed']} action(s) in {res['run_id']} as {res['by']}; "
                       f"{res['pending_after']} still pending. Next: agentctl resume {res['run_id']}",
-                      highlight=False)
+                      highlight=False, markup=False)
         return 0
 
     raise typer.Exit(guarded(body))

@@ -80,6 +80,11 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
     check_budget_prices(prep)
     allow_open_files(prep.concurrency)
+    from agentctl.runlog.recorder import claim_run
+
+    if not claim_run(db_path, run):  # another resume or retry got there first
+        raise ConfigError(f"run {run['run_id']} was taken up by another agentctl process "
+                          "(resume or retry) just now; see `agentctl runs`")
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
 
 
@@ -171,6 +176,8 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
                                        "decided_at": utcnow()})
         elif action["status"] == "pending_approval" and forced == "dry_run":
             await ledger.put({**action, "status": "dry_run"})
+            continue
+        if forced == "dry_run":  # nothing is executed, an approved action included: it waits
             continue
         if action["status"] not in ("approved", "intent"):
             continue

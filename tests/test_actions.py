@@ -368,6 +368,40 @@ def test_dry_actions_record_and_execute_nothing(llm, tmp_path, db, crm):
     assert all(json.loads(c["result"])["executed"] is False for c in calls)
 
 
+def test_resume_with_dry_actions_executes_no_approved_action(llm, tmp_path, db, crm):
+    llm.responder = ActScript()
+    spec = act_spec(tmp_path, llm.base_url, grants=["email", "crm"])
+    run_id = first_line(cli("run", spec, write_accounts(tmp_path, 2), code=3).stdout)
+    cli("approve", run_id, "--all")
+
+    res = run_inproc("resume", run_id, "--dry-actions")
+
+    assert res.exit_code == 3, (res.stdout, res.stderr)  # still waiting: approved, not executed
+    assert outbox(tmp_path) == {} and crm_rows(crm) == []
+    assert {a["status"] for a in actions(db, run_id)} == {"approved"}
+    resume(run_id)  # without the flag they run, once
+    assert {a["status"] for a in actions(db, run_id)} == {"done"}
+    assert len(outbox(tmp_path)) == 2 and len(crm_rows(crm)) == 2
+
+
+def test_a_failed_action_under_auto_approval_fails_its_cell(llm, tmp_path, db):
+    llm.responder = ActScript(tools=(), extra=lambda item: [{"name": "boom",
+                                                            "arguments": {"reason": item}}])
+    boom = {"boom": {"type": "python", "function": "agentctl_test_toolbox:explode",
+                     "path": "tools", "side_effects": True}}
+    spec = act_spec(tmp_path, llm.base_url, grants=["boom"], tools=boom, score=False)
+
+    res = run_inproc("run", spec, write_accounts(tmp_path, 2), "--auto-approve")
+
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    run_id = first_line(res.stdout)
+    assert {a["status"] for a in actions(db, run_id)} == {"failed"}
+    cells = db_rows(db, "SELECT status, error_type, error FROM cells WHERE run_id = ?", [run_id])
+    assert {(c["status"], c["error_type"]) for c in cells} == {("failed", "ActionFailed")}
+    assert all("cannot handle" in c["error"] for c in cells)
+    assert run_status(db, run_id) == "completed_with_errors"
+
+
 # --- 12. SMTP ---------------------------------------------------------------------------------------------
 
 def test_smtp_delivers_one_message_per_approved_action(llm, tmp_path, db, smtp_server):
@@ -491,6 +525,40 @@ def test_sigkill_between_intent_and_done_a_blind_tool_is_never_rerun(llm, tmp_pa
         Counter({account_id(i): 1 for i in range(3)})
     assert Counter(e["item"] for e in jsonl(toolbox_dir / "effects.jsonl")) == \
         Counter({account_id(i): 1 for i in range(3)})
+
+
+def test_two_resumes_at_once_execute_each_approved_action_once(llm, tmp_path, db, toolbox_dir):
+    """Both processes read the run as awaiting approval; only one may take it up."""
+    llm.responder = ActScript(tools=(), extra=lambda item: [{"name": "apply_blind",
+                                                            "arguments": {"item": item}}])
+    spec = act_spec(tmp_path, llm.base_url, grants=["apply_blind"], score=False)
+    env = {**CLI_ENV, "TOOLBOX_DIR": str(toolbox_dir)}
+    (toolbox_dir / "hung").write_text("")  # no call hangs in this test
+    cli("run", spec, write_accounts(tmp_path, 5), code=3, env=env)
+    run_id = only_run(db)
+    cli("approve", run_id, "--all")
+
+    procs = [popen_cli("resume", run_id, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] in (0, 2), (codes, outs)
+    assert Counter(e["item"] for e in jsonl(toolbox_dir / "effects.jsonl")) == \
+        Counter({account_id(i): 1 for i in range(5)})
+    assert {a["status"] for a in actions(db, run_id)} == {"done"}
+
+
+def test_a_stored_run_is_claimed_by_one_process_only(llm, tmp_path, db):
+    from agentctl.runlog import queries
+    from agentctl.runlog.recorder import claim_run
+
+    llm.responder = ActScript(tools=("email",))
+    cli("run", act_spec(tmp_path, llm.base_url, grants=["email"], score=False),
+        write_accounts(tmp_path, 2), code=3)
+    run, *_ = queries.load_run_state(db, only_run(db))  # as both processes saw it
+
+    assert claim_run(db, run) is True
+    assert claim_run(db, run) is False
 
 
 def test_sigkill_mid_smtp_delivery_then_resume_delivers_each_once(llm, tmp_path, db, smtp_server):

@@ -125,6 +125,18 @@ def test_inspect_unknown_run_stage_and_item(finished_run):
         assert line.startswith("error:") and res.stdout == ""
 
 
+@pytest.mark.parametrize("text", ["[/x]", "drafts [wip]", "[bold]"])
+def test_errors_print_brackets_as_they_are(finished_run, tmp_path, text):
+    res = run_inproc("inspect", finished_run, "--item", text)
+    assert res.exit_code == 2, res.output
+    assert text in one_line_error(res.stderr)
+    folder = tmp_path / text.replace("/", "_")
+    folder.mkdir()
+    res = run_inproc("run", folder / "pipeline.yaml", tmp_path / "a.csv", "--mock")
+    assert res.exit_code == 2, res.output
+    assert str(folder) in one_line_error(res.stderr)
+
+
 def test_inspect_last_and_prefix(finished_run, db):
     last = json.loads(run_inproc("inspect", "last", "--json").stdout)
     assert last["run_id"] == finished_run

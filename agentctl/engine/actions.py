@@ -72,6 +72,14 @@ class ToolExecutor:
         self._offered = {a: [t.openai_schema() for t in tools.values()]
                          for a, tools in self._granted.items()}
 
+    def deadline(self, tool: Tool) -> float:
+        """The limit on one call: `tool_timeout`, or longer for a tool whose own setting
+        (an MCP `call_timeout`, a query or SMTP `timeout`) allows more, so its own clearer
+        error comes first."""
+        settings = getattr(tool, "settings", None)
+        own = max((getattr(settings, name, None) or 0 for name in ("call_timeout", "timeout")))
+        return max(self.tool_timeout, own + 5) if own else self.tool_timeout
+
     def offered(self, agent: str) -> list[dict]:
         return self._offered.get(agent, [])
 
@@ -125,9 +133,9 @@ class ToolExecutor:
         ctx = ToolContext(run_id=self.run_id, item_key=item_key, stage_id=stage_id, agent=agent)
         if not tool.side_effects:
             try:
-                result = await asyncio.wait_for(tool.call(args, ctx), self.tool_timeout)
+                result = await asyncio.wait_for(tool.call(args, ctx), self.deadline(tool))
             except asyncio.TimeoutError:
-                msg = f"tool '{tool.name}' timed out after {self.tool_timeout:.0f}s"
+                msg = f"tool '{tool.name}' timed out after {self.deadline(tool):g}s"
                 return finish("error", _err(msg), error=msg)
             except (ToolError, AgentctlError) as exc:
                 return finish("error", _err(exc.message), error=exc.message)
@@ -154,19 +162,30 @@ class ToolExecutor:
             if status == "failed" and not tool.accepts_idempotency_key:
                 # it may have run before a crash: never again without a human (see intent below)
                 msg = existing.get("error") or f"action {key} failed"
+                _note_failed(meta, msg)
                 return finish("error", _err(msg), error=msg, key=key)
             if status == "pending_approval":
                 if meta is not None:
                     meta["awaiting_approval"] = True
                 return finish("pending_approval", _pending(key), key=key)
+            if status in ("approved", "intent") and approval == "dry_run":
+                # --dry-actions executes nothing, an approved action included; it waits
+                if meta is not None:
+                    meta["awaiting_approval"] = True
+                return finish("dry_run", json.dumps({"status": "approved", "executed": False,
+                                                     "note": "dry run: approved, not executed"}),
+                              key=key)
             if status in ("approved", "intent") or approval == "auto":
                 if status == "intent" and not tool.accepts_idempotency_key:
                     msg = (f"action {key} may or may not have run before a crash and tool "
                            f"'{tool.name}' cannot deduplicate, so it is not run again; "
                            "check by hand whether it happened")
                     await self.ledger.put({**existing, "status": "failed", "error": msg})
+                    _note_failed(meta, msg)
                     return finish("error", _err(msg), error=msg, key=key)
                 text, size, ok, err = await self.execute(tool, args, ctx, existing)
+                if not ok:
+                    _note_failed(meta, err or f"action {key} failed")
                 return finish("ok" if ok else "error", text, size=size, error=err, key=key)
             base = {"idempotency_key": key, "run_id": self.run_id, "item_key": ctx.item_key,
                     "stage_id": ctx.stage_id, "tool": tool.name, "arguments": args,
@@ -191,10 +210,18 @@ class ToolExecutor:
                             "created_at": utcnow(), "decided_by": "auto-approve",
                             "decided_at": utcnow(), "decision_note": None}
         await self.ledger.put({**base, "status": "intent", "result": None, "error": None})
+        deadline = self.deadline(tool)
         try:
-            result = await asyncio.wait_for(tool.call(args, ctx), self.tool_timeout)
+            result = await asyncio.wait_for(tool.call(args, ctx), deadline)
         except Exception as exc:  # recorded on the action; the model hears about it
-            msg = exc.message if isinstance(exc, AgentctlError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, asyncio.TimeoutError):
+                msg = (f"tool '{tool.name}' timed out after {deadline:g}s; the action may still "
+                       "have happened" + ("" if tool.accepts_idempotency_key else
+                                          ", and it is not run again: check by hand"))
+            elif isinstance(exc, AgentctlError):
+                msg = exc.message
+            else:
+                msg = f"{type(exc).__name__}: {exc}"
             await self.ledger.put({**base, "status": "failed", "error": msg, "done_at": utcnow()})
             return _err(msg), len(msg), False, msg
         await self.ledger.put({**base, "status": "done", "result": _jsonable(result),
@@ -207,6 +234,12 @@ def _jsonable(result: Any) -> Any:
     from agentctl.tools.base import to_jsonable
 
     return to_jsonable(result)
+
+
+def _note_failed(meta: dict | None, message: str) -> None:
+    """Tell the cell an action of its failed: the cell fails too, whatever the model says next."""
+    if meta is not None:
+        meta.setdefault("failed_actions", []).append(message)
 
 
 def _err(message: str) -> str:

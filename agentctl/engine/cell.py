@@ -136,6 +136,8 @@ class CellRun:
         try:
             result = await run_agent(agent_task, caller=self.engine.caller, usage=usage,
                                      tools=self.engine.tools, priority=self.priority())
+            if meta.get("failed_actions"):  # as after approve + resume: the cell failed
+                raise CellFailed(f"action failed: {meta['failed_actions'][0]}", "ActionFailed")
             return result
         except CellFailed as exc:
             status, error, error_type = "failed", exc.message, exc.kind

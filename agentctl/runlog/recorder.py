@@ -20,6 +20,25 @@ def os_user() -> str:
         return os.environ.get("USER", "unknown")
 
 
+def claim_run(path: Path, run: dict[str, Any]) -> bool:
+    """Mark a stored run as taken by this process, if it is still as `run` saw it.
+
+    A compare-and-set in one statement: of two `resume`/`retry` processes that both read the
+    run as stopped, only the first gets the row; the other sees no match and must not go
+    on (it would execute the same approved actions)."""
+    from agentctl.runlog import store
+
+    now = utcnow()
+    with store.connect(path) as con:
+        taken = con.execute(
+            "UPDATE runs SET status = 'running', ended_at = NULL, heartbeat_at = ?, pid = ?, "
+            "host = ? WHERE run_id = ? AND status = ? AND pid IS NOT DISTINCT FROM ? "
+            "RETURNING run_id",
+            [now, os.getpid(), socket.gethostname(), run["run_id"], run["status"], run["pid"]],
+        ).fetchall()
+    return bool(taken)
+
+
 class RunRecorder:
     def __init__(self, path: Path, run_id: str, *, interval: float = 1.0):
         self.path = path
