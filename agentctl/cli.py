@@ -22,7 +22,13 @@ app = typer.Typer(
          "3 awaiting approval, 4 budget exceeded, 130 interrupted.")
 # Pipes and cron logs get a wide console, so run ids and tables are never cut short.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-out = Console(soft_wrap=True, width=_WIDTH)
+class _Stdout(Console):
+    def on_broken_pipe(self) -> None:  # rich would exit 1 here; the command's own code stands
+        self.quiet = True
+        _drop_stdout()
+
+
+out = _Stdout(soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 _state = {"verbose": False}
 
@@ -35,6 +41,36 @@ DRY_HELP = ("Record side-effect actions without executing them, whatever the spe
 
 def _debug() -> bool:
     return _state["verbose"] or os.environ.get("AGENTCTL_DEBUG") not in (None, "", "0")
+
+
+def _show_usage_error(self: Any, file: Any = None) -> None:
+    """click's usage errors as one line, like every other error (`--help` stays one away)."""
+    where = self.ctx.command_path if self.ctx is not None else "agentctl"
+    print(f"error: {self.format_message()} (see '{where} --help')", file=file or sys.stderr)
+
+
+def _one_line_usage_errors() -> None:
+    # typer parses with its own copy of click since 0.22, and with click before
+    import importlib
+
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            importlib.import_module(name).UsageError.show = _show_usage_error
+        except (ImportError, AttributeError):
+            pass
+
+
+_one_line_usage_errors()
+
+
+def _drop_stdout() -> None:
+    """Whoever read stdout has gone (`agentctl run ... | head -1`): write the rest nowhere,
+    so the command still ends with its own exit code."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests)
+        pass
 
 
 def _print_error(label: str, text: str) -> None:
@@ -56,6 +92,9 @@ def guarded(fn: Callable[..., int | None]) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return 0
     except (typer.Exit, SystemExit):
         raise
     except Exception as exc:  # a bug: one line, traceback on request
@@ -111,7 +150,10 @@ def run(
 
 def _announce(run_id: str, as_json: bool) -> None:
     stream = sys.stderr if as_json else sys.stdout
-    print(run_id, file=stream, flush=True)
+    try:
+        print(run_id, file=stream, flush=True)
+    except BrokenPipeError:
+        _drop_stdout()
 
 
 def _finish(outcome, as_json: bool) -> int:
@@ -120,10 +162,14 @@ def _finish(outcome, as_json: bool) -> int:
     doc = outcome.as_json()
     if outcome.status == "failed" and outcome.error:  # cron logs must say why, on stderr
         _print_error("error:", outcome.error)
-    if as_json:
-        print(json.dumps(doc, indent=2, default=str), flush=True)
-    else:
-        out.print(run_summary(doc))
+    try:
+        if as_json:
+            print(json.dumps(doc, indent=2, default=str), flush=True)
+        else:
+            out.print(run_summary(doc))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
     return outcome.exit_code
 
 
@@ -153,7 +199,7 @@ def _display(as_json: bool):
 @app.command()
 def runs(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    limit: int = typer.Option(20, "--limit", help="How many runs to list."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many runs to list."),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
     """Recent runs, newest first."""

@@ -13,7 +13,7 @@ from agentctl.errors import ConfigError
 from agentctl.inputs import AccountsFile, InputSummary
 from agentctl.preflight import allow_open_files, check_budget_prices, check_provider_env
 from agentctl.runlog import store
-from agentctl.runner import Prepared, RunOptions
+from agentctl.runner import Prepared, RunOptions, check_flags
 
 
 @dataclass
@@ -63,6 +63,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                       dry_actions=dry_actions or (bool(args.get("dry_actions")) and not auto_approve),
                       max_cost=max_cost if max_cost is not None else args.get("max_cost"),
                       max_cost_overrides=max_cost is not None)
+    if max_cost is not None:
+        check_flags(opts)
     if opts.model:
         from agentctl.spec.loader import _override_models
 

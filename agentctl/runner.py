@@ -7,6 +7,7 @@ run row) and then `execute` (which owns the event loop, signals and the run's fi
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -96,19 +97,28 @@ def start_early(opts: RunOptions) -> None:
     preload_litellm()
 
 
+MAX_CONCURRENCY = 4096  # the spec's own ceiling for defaults.concurrency
+
+
+def check_flags(opts: RunOptions) -> None:
+    """The numeric flags `run`, `resume` and `retry` share."""
+    if opts.concurrency is not None and not 1 <= opts.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
+                          f"got {opts.concurrency}")
+    if opts.max_cost is not None and not (math.isfinite(opts.max_cost) and opts.max_cost > 0):
+        raise ConfigError(f"--max-cost must be a positive amount of USD, got {opts.max_cost:g}")
+
+
 def prepare_run(opts: RunOptions) -> Prepared:
     """Every check that can reject the run, before a run row exists or a model is called."""
     spec = load_spec(opts.pipeline, model_override=opts.model)
     if opts.limit is not None and opts.limit < 1:
         raise ConfigError("--limit must be a positive number of accounts")
-    if opts.concurrency is not None and opts.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
+    check_flags(opts)
     accounts = AccountsFile(opts.accounts, spec.pipeline.input, limit=opts.limit)
     summary = accounts.validate()
     db_path = store.resolve_db_path(opts.db)
     store.check_file(db_path, for_write=True)
-    if opts.max_cost is not None and opts.max_cost <= 0:
-        raise ConfigError("--max-cost must be a positive amount of USD")
     if opts.replay and opts.mock:
         raise ConfigError("--replay and --mock contradict each other; pick one")
     if opts.replay:

@@ -191,11 +191,36 @@ def test_run_limit_and_bad_flags(tmp_path, db):
     assert doc["totals"]["items"] == 3
     assert [r["item_key"] for r in db_rows(db, "SELECT item_key FROM items ORDER BY seq")] == \
         [account_id(i) for i in range(3)]
-    for bad in (["--limit", "0"], ["--concurrency", "0"]):
+    for bad in (["--limit", "0"], ["--concurrency", "0"], ["--concurrency", "9223372036854775807"],
+                ["--max-cost", "nan"], ["--max-cost", "-1"], ["--limit", "x"]):
         res = run_inproc("run", spec, accounts, "--mock", *bad)
         assert res.exit_code == 2, (bad, res.output)
         assert bad[0] in one_line_error(res.stderr) and res.stdout == ""
     assert db_rows(db, "SELECT count(*) AS n FROM runs")[0]["n"] == 1
+    for args in (["resume", "last", "--max-cost", "-5"], ["resume", "last", "--max-cost", "0"],
+                 ["runs", "--limit", "-1"], ["runs", "--limit", "0"]):
+        res = run_inproc(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "--max-cost" in one_line_error(res.stderr) or "--limit" in res.stderr
+
+
+def test_usage_errors_are_one_line(tmp_path, db):
+    for args in (["run"], ["bogus"], ["runs", "--limit", "x"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert one_line_error(proc.stderr).startswith("error: ") and "--help" in proc.stderr
+
+
+def test_a_closed_stdout_pipe_keeps_the_exit_code(tmp_path, db):
+    """`agentctl run ... | head -1` reads the run id and goes; the run still ends as it would."""
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    proc = popen_cli("run", spec, write_accounts(tmp_path, 30), "--mock")
+    run_id = proc.stdout.readline().strip()
+    proc.stdout.close()  # the reader has gone
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert run_status(db, run_id) == "completed"
 
 
 def two_stage_spec(tmp_path: Path, api_base: str, **kw) -> Path:

@@ -139,6 +139,15 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_lock_wait_setting_is_one_line(tmp_path, monkeypatch, value):
+    mock_run(tmp_path)
+    monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", value)
+    res = run_inproc("runs")
+    assert res.exit_code == 2, res.output
+    assert "AGENTCTL_DB_LOCK_WAIT" in one_line_error(res)
+
+
 def test_inspect_waits_for_another_process_holding_the_file(tmp_path, monkeypatch):
     run_id = mock_run(tmp_path)
     path = tmp_path / "agentctl.duckdb"
@@ -147,12 +156,12 @@ def test_inspect_waits_for_another_process_holding_the_file(tmp_path, monkeypatc
     try:
         assert holder.stdout.readline().strip() == "locked"
         # with a very short lock wait, the reader gives up with one line, not a traceback
-        monkeypatch.setattr(store, "LOCK_WAIT_S", 0.2)
+        monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", "0.2")
         res = run_inproc("inspect", "last", "--json")
         assert res.exit_code == 2, res.output
         assert "locked" in one_line_error(res)
         # with the default wait, it waits for the lock to go and succeeds
-        monkeypatch.setattr(store, "LOCK_WAIT_S", 30.0)
+        monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", "30")
         t0 = time.monotonic()
         res = run_inproc("inspect", "last", "--json")
         waited = time.monotonic() - t0

@@ -1,4 +1,4 @@
-"""The orchestration stage types (route, panel, reduce, orchestrate) against the loopback
+"""The orchestration stage types (route, panel, reduce, orchestrate, select) against the loopback
 server, measured where it shows: the requests the server saw, and rows in the run log
 (`cells`, `spans`, `llm_calls`, `tool_calls`, `run_outputs`).
 """
@@ -196,6 +196,48 @@ def test_panel_stops_early_when_nobody_changes_their_answer(llm, tmp_path, db):
     assert rounds == {1, 2}  # round 2 repeated round 1, so the panel converged
 
 
+# --- select ---------------------------------------------------------------------------------
+
+# per account: a name (a tie, a missing one), a level from an enum declared low < medium < high
+# (alphabetically high < low < medium), and a bool
+GRADES = [("Bravo", "medium", True), ("Alpha", "high", False), ("Charlie", "low", True),
+          ("Bravo", "medium", False), (None, None, None), ("Delta", "low", False)]
+
+
+@pytest.mark.parametrize("by, order, ranked", [
+    ("name", "desc", [5, 2, 0, 3, 1, 4]),
+    ("name", "asc", [1, 0, 3, 2, 5, 4]),
+    ("level", "desc", [1, 0, 3, 2, 5, 4]),
+    ("level", "asc", [2, 5, 0, 3, 1, 4]),
+    ("hot", "desc", [0, 2, 1, 3, 5, 4]),
+    ("hot", "asc", [1, 3, 5, 0, 2, 4]),
+])
+def test_select_orders_strings_enums_and_bools_both_ways(llm, tmp_path, db, by, order, ranked):
+    """`order` reverses every comparable type; an enum ranks by its declared `values`; ties
+    keep input order and a missing value comes last, in both orders."""
+    def responder(body: dict) -> Reply | None:
+        name, level, hot = GRADES[int(body["_meta"]["item"][-3:])]
+        return Reply(content=json.dumps({"name": name, "level": level, "hot": hot}))
+
+    llm.responder = responder
+    optional = {"required": False}
+    stages = [{"id": "grade", "agent": "analyst", "prompt": "Grade {{ account.name }} " + TAG,
+               "output": {"name": {"type": "str", **optional}, "hot": {"type": "bool", **optional},
+                          "level": {"type": "enum", "values": ["low", "medium", "high"], **optional}}},
+              {"id": "pick", "type": "select", "needs": ["grade"], "by": f"grade.{by}",
+               "order": order, "top": 2}]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 6))
+
+    got = outputs(db, run_id, "pick")
+    assert {k: o["rank"] for k, o in got.items() if o["selected"]} == {
+        account_id(ranked[0]): 1, account_id(ranked[1]): 2}
+    # the full ranking, past `top`: run the same select without the cut
+    stages[1] = {**stages[1], "top": 6}
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 6))
+    got = outputs(db, run_id, "pick")
+    assert sorted(got, key=lambda k: got[k]["rank"]) == [account_id(i) for i in ranked]
+
+
 # --- reduce ---------------------------------------------------------------------------------
 
 def reduce_stage(**over) -> dict:
@@ -256,7 +298,9 @@ def test_reduce_sees_only_accounts_that_reached_it(llm, tmp_path, db):
     assert cell_counts(db, run_id)["report"] == {"ok": 3, "filtered": 3}
 
 
-@pytest.mark.parametrize("max_input_tokens, calls", [(1_000_000, 1), (120, 60 // 5 + 1)])
+# 60 accounts in batches of 5: 12 maps; 12 partials merged 5 at a time (5, 5, 2) is 3 merges;
+# the final merge of those 3
+@pytest.mark.parametrize("max_input_tokens, calls", [(1_000_000, 1), (120, 12 + 3 + 1)])
 def test_plan_projects_a_reduce_as_one_call_or_a_batch_tree(tmp_path, db, max_input_tokens, calls):
     stages = [RESEARCH, reduce_stage(batch_size=5, max_input_tokens=max_input_tokens)]
     res = run_inproc("plan", str(spec(tmp_path, "http://127.0.0.1:9/v1", stages)),
@@ -267,6 +311,55 @@ def test_plan_projects_a_reduce_as_one_call_or_a_batch_tree(tmp_path, db, max_in
     # the prompt grows with the 60 accounts, the number of calls does not (under the limit)
     assert by_id["report"]["items"] == 60 and by_id["report"]["llm_calls"] == calls
     assert by_id["report"]["input_tokens"] > 120
+
+
+MERGE_COUNTS = {
+    # the built-in merge prompt: its numbered partials, and the items it says they cover
+    None: lambda text: (len(re.findall(r"^\d+\. \{", text, re.M)),
+                        int(re.search(r"over all (\d+) items", text).group(1))),
+    "Merge {{ partials | length }} partials over {{ items_count }} items: {{ partials }}":
+        lambda text: tuple(map(int, re.match(r"Merge (\d+) partials over (\d+) items", text).groups())),
+}
+
+
+@pytest.mark.parametrize("merge_prompt", list(MERGE_COUNTS), ids=["built-in", "merge_prompt"])
+def test_reduce_tree_merges_count_their_own_items_and_never_merge_one_partial(
+        llm, tmp_path, db, merge_prompt):
+    """10 accounts in batches of 2: 5 maps; level 2 merges (2+2), (2+2) and passes the fifth
+    partial up alone; level 3 merges (4+4) and passes (2) up; the final merge takes (8, 2)."""
+    over = {"merge_prompt": merge_prompt} if merge_prompt else {}
+    stages = [RESEARCH, reduce_stage(batch_size=2, max_input_tokens=40, **over)]
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 10))
+
+    reqs = [last_user(b) for b in llm.requests if agent_of(b) == "analyst"]
+    maps = [t for t in reqs if t.startswith("Report on:")]
+    merges = sorted(MERGE_COUNTS[merge_prompt](t) for t in reqs if t not in maps)
+    assert sorted(t.count("\n- ") for t in maps) == [2] * 5
+    assert merges == [(2, 4), (2, 4), (2, 8), (2, 10)]
+    sp = spans(db, run_id, stage_id="report")
+    assert Counter(s["role"] for s in sp) == {"map": 5, "merge": 4}
+    assert db_rows(db, "SELECT count(*) AS n FROM llm_calls WHERE run_id = ? AND stage_id = 'report'",
+                   [run_id])[0]["n"] == 9
+
+
+@pytest.mark.parametrize("accounts, batch_size, calls", [
+    (10, 2, 5 + 2 + 1 + 1),     # 5 maps; (2, 2, 1) -> 2 merges; (2, 1) -> 1; the final merge
+    (11, 2, 6 + 3 + 1 + 1),     # 6 maps; (2, 2, 2) -> 3 merges; (2, 1) -> 1; the final merge
+    (7, 3, 3 + 1),              # 3 maps and the final merge
+    (27, 3, 9 + 3 + 1),         # 9 maps; (3, 3, 3) -> 3 merges; the final merge
+    (3, 5, 1),                  # one batch is the whole prompt: one call, no merge
+])
+def test_plan_projects_the_reduce_calls_a_run_makes(tmp_path, db, accounts, batch_size, calls):
+    stages = [RESEARCH, reduce_stage(batch_size=batch_size, max_input_tokens=40)]
+    path, rows = spec(tmp_path, "http://127.0.0.1:9/v1", stages), write_accounts(tmp_path, accounts)
+    res = run_inproc("plan", path, rows, "--sample", "3", "--mock", "--json")
+    assert res.exit_code == 0, res.output
+    projected = {s["id"]: s for s in json.loads(res.stdout)["stages"]}["report"]["llm_calls"]
+
+    run_id = run_ok("run", path, rows, "--mock")
+    made = db_rows(db, "SELECT count(*) AS n FROM llm_calls WHERE run_id = ? AND stage_id = 'report'",
+                   [run_id])[0]["n"]
+    assert projected == made == calls
 
 
 # --- orchestrate ----------------------------------------------------------------------------
@@ -640,8 +733,9 @@ def test_a_failed_panelist_fails_the_cell_at_once_and_stops_its_siblings(llm, tm
 
 
 def test_a_reduce_nobody_reached_says_so(llm, tmp_path, db):
-    stages = [RESEARCH, {"id": "none", "type": "select", "needs": ["research"], "where": "false"},
-              {**reduce_stage(), "needs": ["none", "research"]}]
+    # (not "none": templates read that as the constant None, so it is a reserved stage id)
+    stages = [RESEARCH, {"id": "nobody", "type": "select", "needs": ["research"], "where": "false"},
+              {**reduce_stage(), "needs": ["nobody", "research"]}]
     run_id = run_ok("run", spec(tmp_path, llm.base_url, stages), write_accounts(tmp_path, 2))
     (out,) = db_rows(db, "SELECT status, items, error FROM run_outputs WHERE run_id = ?", [run_id])
     assert out == {"status": "skipped", "items": 0, "error": "no account reached this stage"}

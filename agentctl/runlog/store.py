@@ -21,7 +21,17 @@ from agentctl.errors import ConfigError, RunLogError
 from agentctl.runlog.schema import MIGRATIONS
 
 DEFAULT_DB = "agentctl.duckdb"
-LOCK_WAIT_S = float(os.environ.get("AGENTCTL_DB_LOCK_WAIT", "60"))
+def _lock_wait_s() -> float:
+    raw = os.environ.get("AGENTCTL_DB_LOCK_WAIT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise ConfigError(f"AGENTCTL_DB_LOCK_WAIT must be a number of seconds, got {raw!r}; "
+                          "unset it or set e.g. AGENTCTL_DB_LOCK_WAIT=60")
+    return value
+
 
 ROW_GROUP_SIZE = 4096
 _migrated: set[str] = set()
@@ -67,7 +77,8 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
     check_file(path, for_write=not read_only)
     if read_only and not path.exists():
         raise ConfigError(f"no run log at {path}; run a pipeline first or pass --db / AGENTCTL_DB")
-    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+    lock_wait = _lock_wait_s() if wait_s is None else wait_s
+    deadline = time.monotonic() + lock_wait
     delay = 0.01
     with _process_lock:
         while True:
@@ -81,7 +92,7 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
                     continue
                 if _is_lock_error(exc):
                     raise RunLogError(f"run log {path} stayed locked by another process for "
-                                      f"{LOCK_WAIT_S:.0f}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
+                                      f"{lock_wait:.0f}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
                 raise RunLogError(f"cannot open run log {path}: {exc}") from exc
         try:
             if not read_only and str(path) not in _migrated:

@@ -3,9 +3,12 @@ report over the top 10, a summary of the whole list).
 
 The prompt sees `items`: one entry per account, in input order, each with `key`, `account`
 and the outputs of the stages the reduce needs. When the rendered prompt would exceed
-`max_input_tokens`, the items are mapped in batches of `batch_size` (same prompt, same
-output schema, in parallel) and the partial outputs merged (`merge_prompt`, which sees
-`partials`), in as many levels as it takes. The result is stored once, in `run_outputs`;
+`max_input_tokens` (and there are more than `batch_size` items), the items are mapped in
+batches of `batch_size` (same prompt, same output schema, in parallel) and the partial outputs
+merged `batch_size` at a time (`merge_prompt`, which sees `partials` and `items_count`, the
+items under that merge), level by level, until the partials fit in one final merge (or
+`batch_size` or fewer are left); a lone partial left over at a level goes up unmerged.
+`agentctl plan` counts the same tree (`tree_calls`), sizing partials from its sample. The result is stored once, in `run_outputs`;
 the accounts' own `cells` rows say they were included, and later per-account stages read the
 run-level output under the stage id.
 """
@@ -37,9 +40,11 @@ class ReduceStage(StageBase):
         "Jinja2 template over `items` (each: key, account, and the needed stages' outputs)"))
     prompt_file: str | None = prompt_file_field()
     merge_prompt: str | None = Field(default=None, description=(
-        "Jinja2 template over `partials` (batch outputs) and `items_count`; a built-in one if unset"))
+        "Jinja2 template over `partials` (batch outputs) and `items_count` (the items they "
+        "cover); a built-in one if unset"))
     merge_prompt_file: str | None = prompt_file_field()
-    batch_size: int = Field(default=25, ge=2, le=10_000, description="items per map call when the prompt is too long")
+    batch_size: int = Field(default=25, ge=2, le=10_000, description=(
+        "items per map call, and partials per merge call, when the prompt is too long"))
     max_input_tokens: int = Field(default=8000, gt=0, description=(
         "above this estimated prompt size (4 characters a token), map-reduce in batches"))
     output: dict[Ident, OutputField] = Field(default_factory=dict, description="the run-level output schema")
@@ -65,6 +70,19 @@ def _chunks(seq: list, size: int) -> list[list]:
     return [seq[i:i + size] for i in range(0, len(seq), size)]
 
 
+def tree_calls(items: int, batch_size: int, fits: int | None = None) -> int:
+    """The calls `_reduce`'s map-reduce tree makes over ``items`` (more than ``batch_size``):
+    one map per batch; at each level, one merge per group of ``batch_size`` partials, a lone
+    leftover partial going up unmerged; and the final merge once ``batch_size`` or fewer
+    remain, or once the partials fit in one prompt (``fits`` of them do)."""
+    partials = math.ceil(items / batch_size)
+    calls = partials
+    while partials > batch_size and (fits is None or partials > fits):
+        calls += partials // batch_size + (1 if partials % batch_size > 1 else 0)
+        partials = math.ceil(partials / batch_size)
+    return calls + 1
+
+
 class ReduceType(StageType):
     kind = "reduce"
     model = ReduceStage
@@ -88,12 +106,19 @@ class ReduceType(StageType):
         return stage.output or TEXT_FIELDS
 
     def project(self, stage: ReduceStage, measured, upstream: float, reached: int) -> Projection:
-        """The prompt grows with the accounts, the calls do not: one, or a map-reduce tree of
-        ``batch_size`` batches plus a merge once the prompt passes ``max_input_tokens``; one
-        output per call."""
+        """The prompt grows with the accounts, the calls do not: one, or (once the prompt
+        passes ``max_input_tokens``) the map-reduce tree `_reduce` builds over that many
+        accounts, call for call; one output per call."""
         base = super().project(stage, measured, upstream, reached)
-        calls = (1 if base.input_tokens <= stage.max_input_tokens
-                 else math.ceil(base.items / stage.batch_size) + 1)
+        items = round(base.items)
+        if items == 0:  # nobody reaches it: the run records it skipped, without a call
+            calls = 0
+        elif items <= stage.batch_size or base.input_tokens <= stage.max_input_tokens:
+            calls = 1
+        else:  # how many partials fit in one merge prompt, from the sample's output sizes
+            per_partial = measured["output_tokens"] / max(measured["llm_calls"], 1)
+            fits = int(stage.max_input_tokens // per_partial) if per_partial else None
+            calls = tree_calls(items, stage.batch_size, fits)
         return dataclasses.replace(
             base, llm_calls=calls,
             output_tokens=measured["output_tokens"] * calls / max(measured["llm_calls"], 1))
@@ -127,41 +152,53 @@ class ReduceType(StageType):
         return {k: CellResult("ok", output, log_output=False) for k in keys}
 
     async def _reduce(self, run, stage: ReduceStage, items: list[dict]) -> dict[str, Any]:
+        """One call, or the tree `tree_calls` counts: map the batches, merge the partials
+        ``batch_size`` at a time, level by level, then merge what is left once."""
         profile, output = run.plan.runtime
-        limit = stage.max_input_tokens
+        size = stage.batch_size
         prompt = run.render(stage.id, items=items)
         final = run.span("final")
-        if _tokens(profile.system, prompt) <= limit or len(items) <= 1:
+        if len(items) <= size or _tokens(profile.system, prompt) <= stage.max_input_tokens:
+            # one batch would be this very prompt: mapping it and merging it alone buys nothing
             return await run.agent(profile, prompt, output, role="reduce", span=final,
                                    task=f"{len(items)} items")
-        batches = _chunks(items, stage.batch_size)
+        batches = _chunks(items, size)
         partials = list(await all_or_cancel(*(
             run.agent(profile, run.render(stage.id, items=b), output, role="map", parent=final,
-                      span=run.span("map", i, depth=1), task=f"items {i * stage.batch_size + 1}-"
-                      f"{i * stage.batch_size + len(b)} of {len(items)}")
+                      span=run.span("map", i, depth=1), task=f"items {i * size + 1}-"
+                      f"{i * size + len(b)} of {len(items)}")
             for i, b in enumerate(batches))))
+        counts = [len(b) for b in batches]  # the items under each partial
         level = 1
-        while True:
-            prompt = self._merge_prompt(run, stage, partials, len(items))
-            if _tokens(profile.system, prompt) <= limit or len(partials) <= 2:
-                return await run.agent(profile, prompt, output, role="merge", span=final,
-                                       task=f"{len(partials)} partials of {len(items)} items")
+        while len(partials) > size:
+            if _tokens(profile.system, self._merge_prompt(run, stage, partials, len(items))) \
+                    <= stage.max_input_tokens:
+                break  # the partials fit in one merge: no more levels
             level += 1
-            groups = _chunks(partials, max(2, stage.batch_size))
-            partials = list(await all_or_cancel(*(
-                run.agent(profile, self._merge_prompt(run, stage, g, len(items)), output,
-                          role="merge", parent=final, span=run.span("merge", level, i, depth=1),
-                          task=f"level {level}: {len(g)} partials")
-                for i, g in enumerate(groups))))
+            groups = _chunks(list(zip(partials, counts)), size)
+            merged = iter(await all_or_cancel(*(
+                run.agent(profile, self._merge_prompt(run, stage, [p for p, _ in g],
+                                                      sum(n for _, n in g)),
+                          output, role="merge", parent=final,
+                          span=run.span("merge", level, i, depth=1),
+                          task=f"level {level}: {len(g)} partials of {sum(n for _, n in g)} items")
+                for i, g in enumerate(groups) if len(g) > 1)))
+            # a lone leftover partial goes up as it is: merging it alone would be a paid no-op
+            partials = [next(merged) if len(g) > 1 else g[0][0] for g in groups]
+            counts = [sum(n for _, n in g) for g in groups]
+        return await run.agent(profile, self._merge_prompt(run, stage, partials, len(items)),
+                               output, role="merge", span=final,
+                               task=f"{len(partials)} partials of {len(items)} items")
 
     def _merge_prompt(self, run, stage: ReduceStage, partials: list[dict], n: int) -> str:
+        """The prompt merging ``partials``, which together cover ``n`` items."""
         slot = f"{stage.id}.merge"
         if run.has_template(slot):
             return run.render(slot, partials=partials, items_count=n)
         body = "\n".join(f"{i}. {json.dumps(p, ensure_ascii=False)}" for i, p in enumerate(partials, 1))
-        return (f"The {n} items were too many for one request, so each batch was answered "
+        return ("The items were too many for one request, so each batch was answered "
                 "separately in the required output format. Merge these partial results into "
-                f"one result over all {n} items:\n{body}")
+                f"one result over all {n} items they cover:\n{body}")
 
     def span_label(self, span: dict[str, Any]) -> str:
         return f"{span.get('role')} {span.get('task') or ''}".strip()

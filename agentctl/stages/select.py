@@ -22,7 +22,9 @@ class SelectStage(StageBase):
     type: Literal["select"]
     by: str | None = Field(default=None, description="stage.field to rank by, e.g. score.score")
     top: int | None = Field(default=None, gt=0)
-    order: Literal["desc", "asc"] = "desc"
+    order: Literal["desc", "asc"] = Field(default="desc", description=(
+        "desc: highest first (numbers, strings Z to A, an enum's last declared value first); "
+        "asc: lowest first; missing values last either way"))
     where: str | None = Field(default=None, description="Jinja2 expression an item must satisfy")
 
     @model_validator(mode="after")
@@ -60,26 +62,35 @@ def check_field_ref(ref: str, path: str, stage: Any, pipeline: Any, *, key: str 
     return []
 
 
-def rank(items: list[tuple[int, str, dict]], by: str | None, order: str) -> list[tuple[int, str, dict]]:
-    """Items sorted by `<stage>.<field>` (missing values last, ties in input order)."""
+def rank(items: list[tuple[int, str, dict]], by: str | None, order: str,
+         field: OutputField | None = None) -> list[tuple[int, str, dict]]:
+    """Items sorted by `<stage>.<field>`: ``desc`` puts the highest first, ``asc`` the lowest.
+
+    Numbers compare as numbers (bools as 0/1), strings as strings, and an enum ``field`` by the
+    position of its declared ``values`` (so ``desc`` puts the last declared value first).
+    Missing values go last in both orders; ties keep input order."""
+    in_order = sorted(items, key=lambda c: c[0])
     if not by:
-        return sorted(items, key=lambda c: c[0])
+        return in_order
     sid, _, fld = by.partition(".")
+    declared = ({v: i for i, v in enumerate(field.values or [])}
+                if field is not None and field.type == "enum" else None)
 
-    def rank_key(c):
-        value = (c[2].get(sid) or {}).get(fld)
-        missing = value is None
-        if isinstance(value, bool):
-            value = int(value)
-        if order == "desc" and isinstance(value, (int, float)):
-            value = -value
-        return (missing, value if not missing else 0, c[0])
+    def value(c: tuple[int, str, dict]) -> Any:
+        v = (c[2].get(sid) or {}).get(fld)
+        if declared is not None and v is not None:
+            return declared.get(v)  # a value the enum does not declare ranks as missing
+        return int(v) if isinstance(v, bool) else v
 
+    valued = [(value(c), c) for c in in_order]
+    present = [(v, c) for v, c in valued if v is not None]
+    missing = [c for v, c in valued if v is None]
+    # sorted() stays stable with reverse=True, so ties keep input order in both directions
     try:
-        return sorted(items, key=rank_key)
+        present.sort(key=lambda vc: vc[0], reverse=order == "desc")
     except TypeError:  # mixed types: compare as text
-        return sorted(items, key=lambda c: (str((c[2].get(sid) or {}).get(fld)), c[0]),
-                      reverse=order == "desc")
+        present.sort(key=lambda vc: str(vc[0]), reverse=order == "desc")
+    return [c for _, c in present] + missing
 
 
 class SelectType(StageType):
@@ -98,6 +109,15 @@ class SelectType(StageType):
     def check(self, stage: SelectStage, here: str, pipeline) -> list[Problem]:
         return check_field_ref(stage.by, f"{here}.by", stage, pipeline) if stage.by else []
 
+    def compile(self, stage: SelectStage, build) -> OutputField | None:
+        """The field ``by`` ranks on, as its stage declares it (an enum ranks by its values)."""
+        from agentctl.spec.outputs import output_fields
+
+        if not stage.by:
+            return None
+        source, _, name = stage.by.partition(".")
+        return output_fields(build.pipeline.stage(source)).get(name)
+
     def project(self, stage: SelectStage, measured, upstream: float, reached: int) -> Projection:
         """The share ``where`` kept in the sample, capped at ``top``; no calls."""
         ran = measured["ok"] + measured["failed"] + measured.get("awaiting_approval", 0)
@@ -111,7 +131,7 @@ class SelectType(StageType):
 
         stage: SelectStage = run.plan.stage
         candidates = [c for c in run.items if not stage.where or eval_condition(stage.where, c[2])]
-        ranked = rank(candidates, stage.by, stage.order)
+        ranked = rank(candidates, stage.by, stage.order, run.plan.runtime)
         keep = ranked[: stage.top] if stage.top else ranked
         chosen = {key: n for n, (_, key, _) in enumerate(keep, start=1)}
         out = {}
