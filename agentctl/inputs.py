@@ -225,6 +225,8 @@ class AccountsFile:
     # --- CSV / TSV --------------------------------------------------------------------
 
     def _csv_rows(self, lines: _Lines) -> Iterator[tuple[str, dict[str, Any]]]:
+        if csv.field_size_limit() < MAX_CSV_FIELD:  # the module's default is 128 KiB
+            csv.field_size_limit(MAX_CSV_FIELD)
         reader = csv.reader(lines, delimiter=_delimiter(self), strict=True)
         header: list[str] | None = None
         record = 0
@@ -407,6 +409,9 @@ def _detect_format(path: Path, fmt: str) -> str:
     raise InputError(f"{path}: cannot tell the file format ({what}); supported: {SUPPORTED}; {fix}")
 
 
+MAX_CSV_FIELD = 64 * 2**20  # one value; JSONL has no such limit, so keep CSV's far away
+
+
 def _delimiter(f: AccountsFile) -> str:
     return "\t" if f.format == "tsv" else ","
 
@@ -414,7 +419,10 @@ def _delimiter(f: AccountsFile) -> str:
 def _csv_error_hint(message: str) -> str:
     if "new-line character" in message:
         return "the file seems to use old Mac (CR-only) line endings; re-save it with standard line endings"
-    if "field limit" in message or "end of data" in message:
+    if "field limit" in message:
+        return (f"a value is over {MAX_CSV_FIELD // 2**20} MiB, so a double quote is probably "
+                "never closed; check the quotes from that line on")
+    if "end of data" in message:
         return "a double quote is probably never closed; check the quotes from that line on"
     return "check the double quotes on that line (a quote inside a value must be doubled: \"\")"
 

@@ -415,6 +415,14 @@ def test_unclosed_quote(tmp_path):
     assert "line 3: malformed CSV" in message and "never closed" in message
 
 
+def test_a_one_megabyte_value_is_read_like_any_other(tmp_path):
+    big = "x" * 2**20
+    path = write(tmp_path / "accounts.csv", f'account_id,domain,notes\nA1,a.com,"{big}"\nA2,b.com,short\n')
+    f = AccountsFile(path, SPEC)
+    assert f.validate().rows == 2
+    assert [r["notes"] for r in f] == [big, "short"]
+
+
 def test_stray_quote(tmp_path):
     message = error(write(tmp_path / "accounts.csv", 'account_id,domain\nA1,"a"b\n'))
     assert "line 2: malformed CSV" in message and 'doubled: ""' in message

@@ -221,3 +221,52 @@ def test_settings_reference_covers_every_tool_type():
     for type_ in TOOL_TYPES:
         assert f"### `{type_}`" in text
     assert all(line.count("|") == 5 for line in text.splitlines() if line.startswith("| `"))
+
+
+# --- the built-in spawn tool of orchestrate stages ------------------------------------------
+
+def orchestrate_spec(tmp_path: Path, *, tools: dict, lead_tools: list[str], sub_tools: list[str],
+                     max_depth: int = 1) -> Path:
+    from tests.helpers import write_spec
+
+    (tmp_path / "pylib").mkdir(exist_ok=True)
+    (tmp_path / "pylib" / "mytools.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
+    return write_spec(tmp_path, "http://127.0.0.1:9/v1", stages=[
+        {"id": "o", "type": "orchestrate", "lead": "lead", "agents": ["sub"], "max_depth": max_depth,
+         "prompt": "Research {{ account.name }}", "output": {"x": "str"}}], extra={
+        "tools": tools,
+        "agents": {"lead": {"system": "lead", "tools": lead_tools},
+                   "sub": {"system": "sub", "tools": sub_tools}}})
+
+
+SPAWN_TOOL = {"spawn": {"type": "python", "function": "mytools:add", "path": "pylib"}}
+
+
+@pytest.mark.parametrize("lead_tools, sub_tools, max_depth, agent", [
+    (["spawn"], [], 1, "lead"),
+    ([], ["spawn"], 2, "sub"),  # depth 2: sub-agents get the built-in spawn too
+])
+def test_a_tool_named_spawn_on_a_spawning_agent_is_a_spec_error(tmp_path: Path, lead_tools, sub_tools,
+                                                                 max_depth, agent):
+    from tests.helpers import run_inproc
+
+    path = orchestrate_spec(tmp_path, tools=SPAWN_TOOL, lead_tools=lead_tools, sub_tools=sub_tools,
+                            max_depth=max_depth)
+    res = run_inproc("validate", str(path))
+    assert res.exit_code == 2, res.stdout
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"at agents.{agent}.tools[0]: tool 'spawn' is reserved in orchestrate stages" in err
+    assert "rename the tool" in err
+
+
+def test_spawn_as_a_tool_name_is_fine_where_nothing_else_is_called_spawn(tmp_path: Path):
+    from tests.helpers import run_inproc
+
+    # a depth-1 sub-agent gets no built-in spawn; an MCP server named spawn offers spawn__<tool>
+    for tools, lead_tools, sub_tools in (
+            (SPAWN_TOOL, [], ["spawn"]),
+            ({"spawn": {"type": "mcp", "command": ["python", "server.py"]}}, ["spawn"], [])):
+        path = orchestrate_spec(tmp_path, tools=tools, lead_tools=lead_tools, sub_tools=sub_tools)
+        res = run_inproc("validate", str(path))
+        assert res.exit_code == 0, res.stderr

@@ -156,6 +156,19 @@ def test_grants(both_servers):
         registry.granted(["weather"])
 
 
+def test_a_call_by_the_documented_name_finds_the_granted_tool(both_servers):
+    """Tools are offered as server__tool (OpenAI names cannot hold dots), but the docs name
+    them server.tool: a model calling either spelling reaches the tool, if it was granted."""
+    registry = both_servers["registry"]
+    offered = {t.openai_name: t for t in registry.granted(["demo.add", "time"])}
+    add = registry.get("demo.add")
+    assert registry.called_tool(offered, "demo__add") is add
+    assert registry.called_tool(offered, "demo.add") is add
+    assert registry.called_tool(offered, "time.convert_time") is registry.get("time__convert_time")
+    for not_granted in ("demo.explode", "demo__explode", "demo.nope", "add"):
+        assert registry.called_tool(offered, not_granted) is None
+
+
 def test_aclose_leaves_no_processes(both_servers):
     """Runs last in this file: it closes the shared registry (the fixture's aclose is a no-op then)."""
     registry, loop = both_servers["registry"], both_servers["loop"]
@@ -179,3 +192,4 @@ def test_aclose_leaves_no_processes(both_servers):
     assert loop.run_until_complete(main()) < 5
     assert not any(alive(pid) for pid in running)
     assert child_pids() <= both_servers["children_before"]
+

@@ -4,18 +4,23 @@ all ConfigError (exit 2) before any model call — plus the streamable HTTP tran
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from agentctl.errors import ConfigError, SpecError
+from agentctl.errors import ConfigError, SpecError, ToolError
 from agentctl.spec.models import ToolSpec
 from agentctl.tools import ToolContext, ToolRegistry
+from agentctl.tools.mcp_client import McpSettings
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -96,7 +101,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_streamable_http_server():
+@contextmanager
+def http_demo_server() -> Iterator[tuple[subprocess.Popen, int]]:
+    """The demo server on streamable HTTP (a loopback port), stopped afterwards."""
     port = free_port()
     server = subprocess.Popen([sys.executable, DEMO, "--http", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,6 +116,14 @@ def test_streamable_http_server():
             except OSError:
                 assert time.monotonic() < deadline, "demo HTTP server did not come up"
                 time.sleep(0.05)
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
+def test_streamable_http_server():
+    with http_demo_server() as (_, port):
 
         async def main():
             url = f"http://127.0.0.1:{port}/mcp"
@@ -127,9 +142,45 @@ def test_streamable_http_server():
             return answer
 
         assert asyncio.run(main()) == "42"
-    finally:
-        server.terminate()
-        server.wait(timeout=5)
+
+
+def test_http_server_that_goes_away_leaves_no_sdk_noise_on_stderr(caplog):
+    """Closing after the server died cannot end its MCP session; the SDK's warning about that
+    ("Session termination failed: ...") would be a stray line on agentctl's stderr."""
+    with http_demo_server() as (server, port):
+
+        async def main():
+            registry = ToolRegistry.from_spec({"remote": ToolSpec(type="mcp", url=f"http://127.0.0.1:{port}/mcp")},
+                                              spec_dir=Path("."))
+            async with registry:
+                slow = asyncio.create_task(registry.get("remote.slow_echo").call({"text": "x", "seconds": 10}, CTX))
+                await asyncio.sleep(0.5)
+                server.kill()
+                server.wait()
+                with pytest.raises(ToolError, match="remote"):
+                    await slow
+
+        with caplog.at_level(logging.DEBUG):
+            asyncio.run(main())
+    assert not [r for r in caplog.records if "Session termination failed" in r.getMessage()]
+
+
+def test_command_given_as_one_string_is_split_like_a_shell_does():
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(DEMO)}"
+
+    async def main():
+        async with ToolRegistry.from_spec({"demo": ToolSpec(type="mcp", command=command)},
+                                          spec_dir=Path(".")) as registry:
+            return await registry.get("demo.add").call({"a": 1, "b": 2}, CTX)
+
+    assert asyncio.run(main()) == "3"
+    settings = McpSettings(command="python 'my server.py' --port 8000")
+    assert settings.command == ["python", "my server.py", "--port", "8000"]
+    with pytest.raises(SpecError) as err:
+        ToolRegistry.from_spec({"demo": ToolSpec(type="mcp", command="python 'unclosed")}, spec_dir=Path("."))
+    assert err.value.path == "tools.demo.command" and "give a list instead" in err.value.message
+    with pytest.raises(SpecError, match="'command' is empty"):
+        ToolRegistry.from_spec({"demo": ToolSpec(type="mcp", command="  ")}, spec_dir=Path("."))
 
 
 def test_unreachable_http_server_is_a_config_error():

@@ -184,3 +184,41 @@ def test_bad_function_reference_and_path(module_dir: Path):
     with pytest.raises(SpecError) as err:
         from_spec(module_dir, function="crm_helpers:normalise_domain", path="nope")
     assert err.value.path == "tools.helper.path"
+
+
+def test_same_named_modules_in_two_folders_each_run_their_own_code(tmp_path: Path):
+    for folder, offset in (("pylib", 0), ("pylib2", 1000)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "mytools.py").write_text(textwrap.dedent(f'''
+            def add(a: int, b: int) -> int:
+                return {offset} + a + b
+        '''))
+    (tmp_path / "pylib2" / "mytools.py").write_text(
+        (tmp_path / "pylib2" / "mytools.py").read_text() + "\ndef mul(a: int, b: int) -> int:\n    return a * b\n")
+    add1 = from_spec(tmp_path, function="mytools:add", path="pylib")
+    add2 = from_spec(tmp_path, function="mytools:add", path="pylib2")
+    mul2 = from_spec(tmp_path, function="mytools:mul", path="pylib2")  # not in pylib's mytools
+    assert run(add1, {"a": 1, "b": 2}) == 3
+    assert run(add2, {"a": 1, "b": 2}) == 1003
+    assert run(mul2, {"a": 3, "b": 4}) == 12
+    assert from_spec(tmp_path, function="mytools:add", path="pylib").func is add1.func  # loaded once
+
+
+def test_a_package_in_the_folder_keeps_its_relative_imports(tmp_path: Path):
+    package = tmp_path / "lib" / "scoring"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "weights.py").write_text("WEIGHT = 7\n")
+    (package / "core.py").write_text(textwrap.dedent('''
+        from .weights import WEIGHT
+
+        def score(n: int) -> int:
+            return n * WEIGHT
+    '''))
+    assert run(from_spec(tmp_path, function="scoring.core:score", path="lib"), {"n": 2}) == 14
+
+
+def test_a_module_not_in_the_folder_is_imported_as_usual(tmp_path: Path):
+    (tmp_path / "lib").mkdir()
+    tool = from_spec(tmp_path, function="colorsys:rgb_to_hls", path="lib")
+    assert run(tool, {"r": 1.0, "g": 1.0, "b": 1.0}) == [0.0, 1.0, 0.0]

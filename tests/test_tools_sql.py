@@ -74,6 +74,38 @@ def test_result_is_cut_to_max_chars_by_whole_rows(db: Path):
     assert result["truncated"] is True
     assert 0 < result["row_count"] < 200 and len(result["rows"]) == result["row_count"]
     assert len(json.dumps(result)) <= 500
+    assert result["note"] == f"{result['row_count']} of 200 rows shown"
+
+
+@pytest.fixture
+def wide_db(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER, note VARCHAR)")
+        conn.execute("INSERT INTO notes VALUES (1, repeat('n', 10000)), (2, 'short')")
+        conn.execute("CREATE TABLE wide AS SELECT " + ", ".join(f"{i} AS column_{i}" for i in range(100)))
+    return path
+
+
+def test_a_row_wider_than_max_chars_has_its_long_values_cut(wide_db: Path):
+    result = query(make_tool(wide_db), "SELECT * FROM notes ORDER BY id")
+    assert result["row_count"] == 2 and result["truncated"] is True
+    (first_id, long_note), second = result["rows"]
+    assert first_id == 1 and second == [2, "short"]
+    assert long_note.startswith("nnn") and long_note.endswith("…[cut]") and len(long_note) > 6000
+    assert "cut" in result["note"]
+    assert len(json.dumps(result, ensure_ascii=False)) <= 7000
+    # tighter still: rows are dropped, values cut further, but never down to no rows
+    tight = query(make_tool(wide_db, max_chars=200), "SELECT * FROM notes ORDER BY id")
+    assert tight["row_count"] == 1 and tight["rows"][0][0] == 1 and tight["rows"][0][1].endswith("…[cut]")
+    assert tight["note"].startswith("1 of 2 rows shown; values over")
+    assert len(json.dumps(tight, ensure_ascii=False)) <= 200
+
+
+def test_rows_too_wide_to_show_at_all_still_say_they_exist(wide_db: Path):
+    result = query(make_tool(wide_db, max_chars=200), "SELECT * FROM wide")
+    assert result["rows"] == [] and result["row_count"] == 1 and result["truncated"] is True
+    assert "1 row(s) found" in result["note"] and "select fewer columns" in result["note"]
 
 
 @pytest.mark.parametrize("sql, reason", [

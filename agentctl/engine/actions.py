@@ -76,7 +76,8 @@ class ToolExecutor:
         """The limit on one call: `tool_timeout`, or longer for a tool whose own setting
         (an MCP `call_timeout`, a query or SMTP `timeout`) allows more, so its own clearer
         error comes first."""
-        settings = getattr(tool, "settings", None)
+        settings = getattr(tool, "settings", None) or getattr(getattr(tool, "server", None),
+                                                             "settings", None)
         own = max((getattr(settings, name, None) or 0 for name in ("call_timeout", "timeout")))
         return max(self.tool_timeout, own + 5) if own else self.tool_timeout
 
@@ -119,7 +120,7 @@ class ToolExecutor:
             return finish("invalid_args", _err(f"arguments are not valid JSON: {exc}"),
                           error=f"arguments are not valid JSON: {exc}")
         row["arguments"] = args
-        tool = self._granted.get(agent, {}).get(call.name)
+        tool = self.registry.called_tool(self._granted.get(agent, {}), call.name)
         if tool is None:
             allowed = sorted(self._granted.get(agent, {}))
             msg = (f"tool '{call.name}' is not available to agent '{agent}' (not permitted); "

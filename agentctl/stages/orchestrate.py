@@ -105,11 +105,25 @@ class OrchestrateType(StageType):
         return stage.output or TEXT_FIELDS
 
     def check(self, stage: OrchestrateStage, here: str, pipeline) -> list[Problem]:
+        found: list[Problem] = []
         dupes = sorted({a for a in stage.agents if stage.agents.count(a) > 1})
         if dupes:
-            return [Problem(f"{here}.agents", f"sub-agent '{dupes[0]}' is listed twice",
-                            "list each sub-agent once")]
-        return []
+            found.append(Problem(f"{here}.agents", f"sub-agent '{dupes[0]}' is listed twice",
+                                 "list each sub-agent once"))
+        # A granted tool named `spawn` would be offered next to the built-in one under the same
+        # name: providers refuse the request or the model can never reach the user's tool.
+        spawners = [stage.lead, *(stage.agents if stage.max_depth > 1 else [])]
+        for name in dict.fromkeys(spawners):
+            agent = pipeline.agents.get(name)
+            for i, grant in enumerate(agent.tools if agent is not None else []):
+                tool = pipeline.tools.get(grant)
+                if grant == SPAWN and tool is not None and tool.type != "mcp":
+                    found.append(Problem(
+                        f"agents.{name}.tools[{i}]",
+                        f"tool '{SPAWN}' is reserved in orchestrate stages: stage '{stage.id}' gives "
+                        f"agent '{name}' its own '{SPAWN}' tool",
+                        f"rename the tool under tools: and in its grants, e.g. to '{SPAWN}_job'"))
+        return found
 
     def compile(self, stage: OrchestrateStage, build) -> Any:
         lead = build.profile(stage.lead, min_tool_rounds=stage.max_rounds + 1)

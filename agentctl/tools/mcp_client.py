@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 from contextlib import AsyncExitStack
@@ -29,7 +30,7 @@ import mcp.types as mcp_types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentctl.errors import ConfigError, ToolError
 from agentctl.spec.models import ToolSpec
@@ -38,13 +39,24 @@ from agentctl.tools.settings import ToolSettings, expand_env, parse_settings, re
 
 log = logging.getLogger(__name__)
 
+
+def _not_session_termination(record: logging.LogRecord) -> bool:
+    """Drop the SDK's "Session termination failed" warning. Closing the connection to an HTTP
+    server that has gone away cannot end its session; the calls that failed already said so,
+    and with no logging configured the bare line would land on agentctl's stderr."""
+    return not record.getMessage().startswith("Session termination failed")
+
+
+logging.getLogger("mcp.client.streamable_http").addFilter(_not_session_termination)
+
 STDERR_TAIL = 2000
 CLOSE_GRACE = 10.0  # seconds for an orderly shutdown before the owner task is cancelled
 MAX_TOOL_PAGES = 100
 
 
 class McpSettings(ToolSettings):
-    command: list[str] | str | None = Field(default=None, description="stdio server: the program and its arguments")
+    command: list[str] | str | None = Field(default=None, description=(
+        "stdio server: the program and its arguments (a list, or a string split like a shell does)"))
     args: list[str] = Field(default_factory=list, description="more arguments appended to command")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment; ${VAR} is expanded")
     cwd: str | None = Field(default=None, description="working folder (spec-relative; default the spec's folder)")
@@ -54,11 +66,23 @@ class McpSettings(ToolSettings):
     startup_timeout: float = Field(default=20, gt=0, le=600, description="seconds to start, initialise and list tools")
     call_timeout: float = Field(default=120, gt=0, le=3600, description="seconds per tool call")
 
+    @field_validator("command")
+    @classmethod
+    def _split_command(cls, v: list[str] | str | None) -> list[str] | None:
+        # "python server.py --port 1" is the program and its arguments, as a shell reads them
+        if isinstance(v, str):
+            try:
+                return shlex.split(v)
+            except ValueError as exc:
+                raise ValueError(f"cannot split {v!r} into a program and its arguments ({exc}); "
+                                 "give a list instead: [program, arg, ...]") from None
+        return v
+
     @model_validator(mode="after")
     def _one_transport(self) -> "McpSettings":
         if (self.command is None) == (self.url is None):
             raise ValueError("give either 'command' (a stdio server) or 'url' (streamable HTTP), not both")
-        if isinstance(self.command, list) and not self.command:
+        if self.command is not None and not self.command:
             raise ValueError("'command' is empty")
         return self
 
@@ -215,7 +239,7 @@ class McpServer:
                                              timeout=httpx2.Timeout(30, read=300))
             stack.push_async_callback(client.aclose)
             return streamable_http_client(s.url, http_client=client)
-        command = [s.command] if isinstance(s.command, str) else list(s.command or [])
+        command = list(s.command or [])  # a string was split when the settings were read
         program = command[0]
         if "/" in program and not Path(program).is_absolute():
             program = str(resolve_path(self.spec_dir, program))

@@ -1,18 +1,25 @@
 """``python``: a Python function offered as a tool, its JSON schema taken from its signature.
 
-``function: "package.module:function"`` is imported when the registry is built (``path:``
-is put on ``sys.path`` first, resolved against the spec's folder). Parameters need type
-hints pydantic understands; the docstring is the description. A parameter annotated
-``ToolContext`` is not shown to the model: it receives the call's context (run id, item,
-idempotency key), and its presence marks the tool as one that deduplicates by that key.
-Sync functions run in a worker thread; coroutine functions are awaited.
+``function: "package.module:function"`` is imported when the registry is built. With
+``path:`` (a folder, resolved against the spec's folder) a module found in that folder is
+loaded from it under a package name private to the folder, so two tools whose modules share
+a name but live in different folders each run their own code; the folder also goes on
+``sys.path`` so the module can import its neighbours (those are shared by name, as usual).
+Parameters need type hints pydantic understands; the docstring is the description. A
+parameter annotated ``ToolContext`` is not shown to the model: it receives the call's
+context (run id, item, idempotency key), and its presence marks the tool as one that
+deduplicates by that key. Sync functions run in a worker thread; coroutine functions are
+awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import sys
 import typing
@@ -31,7 +38,7 @@ from agentctl.tools.settings import ToolSettings, check_side_effects, parse_sett
 
 class PythonSettings(ToolSettings):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description='"module:function"')
-    path: str | None = Field(default=None, description="folder put on sys.path (spec-relative)")
+    path: str | None = Field(default=None, description="folder the module is loaded from (spec-relative)")
 
 
 class PythonTool(Tool):
@@ -51,6 +58,7 @@ class PythonTool(Tool):
     @classmethod
     def from_spec(cls, name: str, spec: ToolSpec, *, spec_dir: Path, spec_file: str | None = None) -> "PythonTool":
         settings = parse_settings(PythonSettings, name, spec, spec_file=spec_file)
+        folder = None
         if settings.path is not None:
             folder = resolve_path(spec_dir, settings.path)
             if not folder.is_dir():
@@ -58,7 +66,7 @@ class PythonTool(Tool):
             if str(folder) not in sys.path:
                 sys.path.insert(0, str(folder))
         try:
-            func = import_function(settings.function)
+            func = import_function(settings.function, folder)
             side_effects = check_side_effects(name, spec, False, spec_file=spec_file)
             return cls(name, func, description=spec.description, side_effects=side_effects)
         except AgentctlError:
@@ -98,14 +106,29 @@ class PythonTool(Tool):
         return pydantic_core.to_jsonable_python(result, fallback=str)
 
 
-def import_function(target: str) -> Callable[..., Any]:
+def import_function(target: str, folder: Path | None = None) -> Callable[..., Any]:
+    """``module:attr.path`` imported; with ``folder``, a module found there is loaded from it."""
     module_name, _, attr = target.partition(":")
+    top = module_name.split(".", 1)[0]
+    if folder is not None and importlib.machinery.PathFinder.find_spec(top, [str(folder)]) is not None:
+        module_name = f"{_folder_package(folder)}.{module_name}"
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"{target} is not callable")
     return obj
+
+
+def _folder_package(folder: Path) -> str:
+    """A package private to ``folder`` (created once): its modules are imported as
+    ``<package>.<module>``, so same-named modules in other folders do not clash in sys.modules."""
+    name = "_agentctl_tools_" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    return name
 
 
 def args_model(func: Callable[..., Any], name: str) -> tuple[type[pydantic.BaseModel], str | None]:

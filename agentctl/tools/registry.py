@@ -5,12 +5,14 @@
         tools = registry.granted(agent.tools)
         schemas = [t.openai_schema() for t in tools]
         tool = registry.get(name_from_model)  # "time.get_current_time" or "time__get_current_time"
+        tool = registry.called_tool({t.openai_name: t for t in tools}, name_from_model)  # granted only
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +118,12 @@ class ToolRegistry:
     def get(self, name: str) -> Tool | None:
         """A tool by its name (``server.tool``) or by the name the model saw (``server__tool``)."""
         return self._tools.get(name) or self._by_openai.get(name)
+
+    @staticmethod
+    def called_tool(offered: Mapping[str, Tool], name: str) -> Tool | None:
+        """The tool a model called ``name``, among an agent's tools keyed by the name offered
+        to it: by that name (``server__tool``) or by the documented one (``server.tool``)."""
+        return offered.get(name) or next((t for t in offered.values() if t.name == name), None)
 
     @property
     def server_names(self) -> list[str]:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 from pydantic import Field
@@ -33,13 +33,16 @@ FILE_FUNCTIONS = re.compile(
     re.IGNORECASE,
 )
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+CUT_MARK = "…[cut]"
+MIN_VALUE_CHARS = 100  # values are cut this far before whole rows are dropped
 
 
 class SqlSettings(ToolSettings):
     database: str = Field(min_length=1, description="DuckDB file (spec-relative)")
     max_rows: int = Field(default=50, ge=1, le=10_000, description="rows returned at most (truncated: true)")
     max_chars: int = Field(default=7_000, ge=200, le=1_000_000,
-                           description="rows are dropped from the end until the JSON result fits")
+                           description=("rows are dropped from the end, and long values cut, until "
+                                        "the JSON result fits"))
     timeout: float = Field(default=30, gt=0, description="seconds before the query is interrupted")
     lock_timeout: float = Field(default=5, ge=0, description="seconds to wait while another writer holds the file")
 
@@ -56,7 +59,8 @@ class SqlTool(Tool):
         self.description = description or (
             f"Run one read-only SQL query (DuckDB dialect: SELECT, WITH, DESCRIBE, SHOW, EXPLAIN) "
             f"against the '{database.stem}' database. Returns at most {settings.max_rows} rows as "
-            "{columns, rows, row_count, truncated}. Use SHOW TABLES and DESCRIBE <table> to explore.")
+            "{columns, rows, row_count, truncated}; a result too large to show whole says so in "
+            "'note'. Use SHOW TABLES and DESCRIBE <table> to explore.")
         self.parameters = {
             "type": "object",
             "properties": {"query": {"type": "string", "minLength": 1, "description": "one SQL statement"}},
@@ -162,19 +166,74 @@ def check_read_only(query: str) -> str:
 
 
 def _fit(result: dict, max_chars: int) -> dict:
-    """Drop rows from the end until the JSON result fits in ``max_chars``."""
+    """Make the JSON result fit in ``max_chars``; ``note`` says what was left out.
+
+    Long values are cut first (to no less than ``MIN_VALUE_CHARS``), then rows are dropped from
+    the end; when not even one row fits, its values are cut further. Only a row with too many
+    columns to show at all gives no rows: then ``row_count`` is the number found (otherwise it
+    is the number shown), so rows that exist never look like none.
+    """
     rows = result["rows"]
-    if len(json.dumps(result, ensure_ascii=False)) <= max_chars:
+    if not rows or _size(result) <= max_chars:
         return result
-    lo, hi = 0, len(rows)  # binary search the largest prefix that fits
+
+    def fits(n: int, cap: int) -> bool:
+        return _size(_cut_result(result, rows[:n], cap)) <= max_chars
+
+    widest = max(len(_json(v)) for row in rows for v in row)
+    cap = _largest(widest, lambda c: fits(len(rows), c))
+    if cap >= MIN_VALUE_CHARS:
+        return _cut_result(result, rows, cap)
+    cap = MIN_VALUE_CHARS
+    shown = _largest(len(rows), lambda n: fits(n, cap))
+    if shown == 0:
+        cap = _largest(MIN_VALUE_CHARS, lambda c: fits(1, c))
+        if not fits(1, cap):
+            return dict(result, rows=[], row_count=len(rows), truncated=True, note=(
+                f"{len(rows)} row(s) found, but not even one fits in {max_chars} characters "
+                "with its values cut; select fewer columns"))
+        shown = 1
+    return _cut_result(result, rows[:shown], cap)
+
+
+def _cut_result(result: dict, rows: list[list], cap: int) -> dict:
+    """``rows`` with values longer than ``cap`` characters cut, and a note on what is missing."""
+    cut = [[_cut_value(v, cap) for v in row] for row in rows]
+    found = len(result["rows"])
+    notes = []
+    if len(rows) < found:
+        of = f"the first {found}" if result["truncated"] else str(found)  # max_rows cut already
+        notes.append(f"{len(rows)} of {of} rows shown")
+    if cut != rows:
+        notes.append(f"values over {cap} chars cut, marked {CUT_MARK}")
+    return dict(result, rows=cut, row_count=len(cut), truncated=True, note="; ".join(notes))
+
+
+def _cut_value(value: Any, cap: int) -> Any:
+    text = value if isinstance(value, str) else _json(value)
+    if len(text) <= cap:
+        return value
+    return text[:cap] + CUT_MARK
+
+
+def _largest(high: int, fits: Callable[[int], bool]) -> int:
+    """The largest n in 0..high with ``fits(n)`` (fits is monotone), or 0."""
+    lo, hi = 0, high
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        candidate = dict(result, rows=rows[:mid], row_count=mid, truncated=True)
-        if len(json.dumps(candidate, ensure_ascii=False)) <= max_chars:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
-    return dict(result, rows=rows[:lo], row_count=lo, truncated=True)
+    return lo
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _size(result: dict) -> int:
+    return len(_json(result))
 
 
 def _message(exc: Exception) -> str:
