@@ -18,6 +18,8 @@ def review(db: Path, run_id: str, *, include_decided: bool = False) -> dict[str,
     statuses = ("pending_approval",) if not include_decided else (
         "pending_approval", "approved", "rejected", "done", "failed", "intent", "dry_run")
     run_id, actions, context = queries.actions_for_review(db, run_id, statuses=statuses)
+    if not include_decided:
+        actions = _approvable(actions)
     rows = []
     for a in actions:
         ctx = context.get(a["item_key"], {})
@@ -25,8 +27,15 @@ def review(db: Path, run_id: str, *, include_decided: bool = False) -> dict[str,
         rows.append({"action_id": a["idempotency_key"], "item_key": a["item_key"],
                      "stage_id": a["stage_id"], "tool": a["tool"], "status": a["status"],
                      "arguments": a["arguments"], "upstream": upstream,
-                     "decided_by": a["decided_by"], "decided_at": a["decided_at"]})
+                     "decided_by": a["decided_by"], "decided_at": a["decided_at"],
+                     "cell_status": a["cell_status"]})
     return {"run_id": run_id, "actions": rows}
+
+
+def _approvable(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pending actions a human may still decide: not those of a cell that failed after asking
+    for them (its output was never accepted; `retry` re-runs the cell, which asks again)."""
+    return [a for a in actions if a["cell_status"] != "failed"]
 
 
 def to_csv(doc: dict[str, Any]) -> str:
@@ -41,6 +50,30 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def check_condition(where: str) -> None:
+    """A --where condition that cannot even be parsed is an error, pending actions or not."""
+    import jinja2
+
+    from agentctl.spec.templates import parse_expression
+
+    try:
+        parse_expression(where)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"--where \"{where}\" is not a valid condition ({exc.message}); "
+                         "conditions use stage outputs like score.score >= 80 or "
+                         "account.<column>") from None
+
+
+def _by_prefix(given: str, pending: list[dict[str, Any]], run_id: str) -> str:
+    found = {a["idempotency_key"] for a in pending if a["idempotency_key"].startswith(given)}
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        raise UsageError(f"action id {given} matches {len(found)} pending actions in run "
+                         f"{run_id}; give more of it (`agentctl review {run_id} --json` lists them whole)")
+    return given  # unknown: reported with the others below
+
+
 def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
            items: list[str] | None = None, where: str | None = None,
            actions: list[str] | None = None, by: str | None = None,
@@ -50,7 +83,12 @@ def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
     if chosen_by != 1:
         raise UsageError("say which actions: exactly one of --all, --items k1,k2, "
                          "--where \"<condition>\" or --action ID")
+    if where:
+        check_condition(where)
     run_id, pending, context = queries.actions_for_review(db, run_id)
+    pending = _approvable(pending)
+    if actions:  # a unique prefix will do, as `review` shows ids shortened
+        actions = [_by_prefix(a, pending, run_id) for a in actions]
     if items:
         known = {a["item_key"] for a in pending}
         unknown = [k for k in items if k not in known]

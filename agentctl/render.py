@@ -136,7 +136,9 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
             "calls", "tools", "tokens in/out", "cost", "p50", "p95", "models"):
         t.add_column(col, justify="left" if col in ("stage", "models") else "right")
     for s in data["stages"]:
-        tools = str(s["tool_calls"]) + (f" ({s['denied_tool_calls']} denied)" if s["denied_tool_calls"] else "")
+        notes = [f"{n} {what}" for n, what in ((s["denied_tool_calls"], "denied"),
+                                                (s.get("tool_errors", 0), "failed")) if n]
+        tools = str(s["tool_calls"]) + (f" ({', '.join(notes)})" if notes else "")
         extra = [str(s["awaiting_approval"])] if awaiting else []
         label = s["id"] + (f" [{s['kind']}]" if s.get("kind", "agent") != "agent" else "")
         t.add_row(Text(label), str(s["ok"]), _red(s["failed"]), str(s["skipped"]), str(s["filtered"]),
@@ -311,7 +313,11 @@ def detail_view(detail: dict[str, Any], kinds: dict[str, str] | None = None, *,
             lines.append(json.dumps(resp["tool_calls"], ensure_ascii=False)[:1500] + "\n")
         lines.append(str(resp.get("content") or call.get("error") or "")[:1500])
         for tc in tools_by_call.get(call["call_id"], []):
-            lines.append(f"\ntool {tc['tool']} [{tc['status']}]: ", style="bold cyan")
+            status = tc["status"]
+            if tc.get("action_status") and tc["action_status"] != status:  # decided since
+                status += f" → {tc['action_status']}" + (
+                    f" by {tc['action_decided_by']}" if tc.get("action_decided_by") else "")
+            lines.append(f"\ntool {tc['tool']} [{status}]: ", style="bold cyan")
             lines.append(json.dumps(tc["arguments"], ensure_ascii=False)[:300] + " -> " +
                          str(tc["result"] or tc["error"] or "")[:400])
         parts.append(Panel(lines, title=Text(title), title_align="left",
@@ -321,8 +327,9 @@ def detail_view(detail: dict[str, Any], kinds: dict[str, str] | None = None, *,
 
 def review_table(doc: dict[str, Any]) -> Table:
     t = Table(title=f"actions in {doc['run_id']}", title_justify="left")
-    for col in ("account", "stage", "tool", "status", "arguments", "upstream", "action id"):
+    for col in ("account", "stage", "tool", "status", "arguments", "upstream"):
         t.add_column(col)
+    t.add_column("action id", no_wrap=True, min_width=36)  # whole: `approve --action` takes it
     for a in doc["actions"]:
         t.add_row(Text(a["item_key"] or ""), a["stage_id"], Text(a["tool"]),
                   Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
@@ -330,7 +337,7 @@ def review_table(doc: dict[str, Any]) -> Table:
                   Text(a["action_id"], style="dim"))
     t.caption = ("no pending actions" if not doc["actions"] else
                  f"{len(doc['actions'])} action(s) · approve: agentctl approve {doc['run_id']} "
-                 "--all | --items K1,K2 | --where \"score.score >= 80\"")
+                 "--all | --items K1,K2 | --where \"<stage>.<field> >= 80\" | --action ID")
     return t
 
 

@@ -183,6 +183,9 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
             continue
         if action["status"] not in ("approved", "intent"):
             continue
+        cell = prior.get((action["item_key"], action["stage_id"]))
+        if cell is not None and cell.status == "failed":
+            continue  # its cell failed after asking for it: only a retried cell may ask again
         tool = registry.get(action["tool"])
         if tool is None:
             await ledger.put({**action, "status": "failed",

@@ -324,6 +324,8 @@ def test_approval_flow_review_approve_reject_resume(llm, tmp_path, db, crm):
     assert len(llm.requests) == sent_requests  # executing approved actions needs no model call
     assert cell_counts(db, run_id)["act"] == {"ok": 4}
     before = actions(db, run_id)
+    shown = cli("inspect", run_id, "--item", account_id(0)).stdout
+    assert "[pending_approval → done by bob]" in shown  # the call's action, as it ended
 
     # a second resume executes nothing again
     resume(run_id, code=(0, 1))
@@ -384,6 +386,38 @@ def test_resume_with_dry_actions_executes_no_approved_action(llm, tmp_path, db, 
     assert len(outbox(tmp_path)) == 2 and len(crm_rows(crm)) == 2
 
 
+def test_the_actions_of_a_cell_that_failed_cannot_be_approved(llm, tmp_path, db):
+    def responder(body: dict) -> Reply:
+        if rounds_in(body) == 0:
+            return Reply(tool_calls=[email_call(body["_meta"]["item"])])
+        return Reply(content="not json")  # the cell fails after asking for its email
+
+    llm.responder = responder
+    spec = act_spec(tmp_path, llm.base_url, grants=["email"], score=False)
+    res = run_inproc("run", spec, write_accounts(tmp_path, 2))
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    run_id = first_line(res.stdout)
+    assert {a["status"] for a in actions(db, run_id)} == {"pending_approval"}
+
+    assert json.loads(cli("review", run_id, "--json").stdout)["actions"] == []
+    assert json.loads(cli("approve", run_id, "--all", "--json").stdout)["changed"] == 0
+    resume(run_id, code=1)
+    assert outbox(tmp_path) == {}
+
+
+def test_approve_takes_a_unique_action_id_prefix_and_checks_where_first(llm, tmp_path, db):
+    llm.responder = ActScript(tools=("email",))
+    spec = act_spec(tmp_path, llm.base_url, grants=["email"], score=False)
+    run_id = first_line(cli("run", spec, write_accounts(tmp_path, 2), code=3).stdout)
+    first = actions(db, run_id)[0]["idempotency_key"]
+
+    res = cli("approve", run_id, "--action", first[:14], "--json")
+    assert json.loads(res.stdout)["changed"] == 1
+    assert {a["idempotency_key"]: a["status"] for a in actions(db, run_id)}[first] == "approved"
+    res = run_inproc("approve", run_id, "--where", "score.score >=")
+    assert res.exit_code == 2 and "not a valid condition" in res.stderr
+
+
 def test_a_failed_action_under_auto_approval_fails_its_cell(llm, tmp_path, db):
     llm.responder = ActScript(tools=(), extra=lambda item: [{"name": "boom",
                                                             "arguments": {"reason": item}}])
@@ -400,6 +434,8 @@ def test_a_failed_action_under_auto_approval_fails_its_cell(llm, tmp_path, db):
     assert {(c["status"], c["error_type"]) for c in cells} == {("failed", "ActionFailed")}
     assert all("cannot handle" in c["error"] for c in cells)
     assert run_status(db, run_id) == "completed_with_errors"
+    (stage,) = json.loads(run_inproc("inspect", run_id, "--json").stdout)["stages"]
+    assert stage["tool_calls"] == 2 and stage["tool_errors"] == 2
 
 
 # --- 12. SMTP ---------------------------------------------------------------------------------------------

@@ -117,11 +117,12 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             FROM llm_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
         tools = _rows(con, """
             SELECT stage_id, count(*) AS tool_calls,
-                   count(*) FILTER (WHERE status = 'denied') AS denied
+                   count(*) FILTER (WHERE status = 'denied') AS denied,
+                   count(*) FILTER (WHERE status IN ('error', 'invalid_args')) AS errors
             FROM tool_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
         n_items = con.execute("SELECT count(*) FROM items WHERE run_id = ?", [run_id]).fetchone()[0]
         errors = _rows(con, """
-            SELECT stage_id, error_type, regexp_replace(error, '''[^'']*''', '''…''', 'g') AS error,
+            SELECT stage_id, error_type, regexp_replace(error, '''[^'']{25,}''', '''…''', 'g') AS error,
                    count(*) AS count, min(item_key) AS example_item
             FROM cells WHERE run_id = ? AND status = 'failed'
             GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
@@ -170,6 +171,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             "llm_calls": c.get("llm_calls", 0), "failed_calls": c.get("failed_calls", 0),
             "hedges": c.get("hedges", 0),
             "tool_calls": t.get("tool_calls", 0), "denied_tool_calls": t.get("denied", 0),
+            "tool_errors": t.get("errors", 0),
             "input_tokens": int(c.get("input_tokens", 0) or 0),
             "output_tokens": int(c.get("output_tokens", 0) or 0),
             "cost_usd": c.get("cost_usd"), "unpriced_calls": c.get("unpriced_calls", 0),
@@ -230,10 +232,13 @@ def _detail(con, run_id: str, stage: str | None, item: str | None,
                                   output_tokens, cost_usd, latency_ms, wait_ms, cache_hit, started_at,
                                   span_id
                            FROM llm_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
-    tools = _rows(con, f"""SELECT tool_call_id, item_key, stage_id, agent, llm_call_id, tool, arguments,
-                                  result, result_chars, status, error, duration_ms, idempotency_key,
-                                  span_id, child_span_id
-                           FROM tool_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
+    tools = _rows(con, f"""SELECT t.tool_call_id, t.item_key, t.stage_id, t.agent, t.llm_call_id,
+                                  t.tool, t.arguments, t.result, t.result_chars, t.status, t.error,
+                                  t.duration_ms, t.idempotency_key, t.span_id, t.child_span_id,
+                                  a.status AS action_status, a.decided_by AS action_decided_by
+                           FROM (SELECT * FROM tool_calls WHERE {cond}) t
+                           LEFT JOIN actions a ON a.idempotency_key = t.idempotency_key
+                           ORDER BY t.started_at LIMIT 500""", params)
     spans = _rows(con, f"""SELECT span_id, item_key, stage_id, parent_span_id, agent, role, depth,
                                   round, task, status, output, error, attempts, input_tokens,
                                   output_tokens, cost_usd, started_at, duration_ms
@@ -317,15 +322,18 @@ def load_run_state(path: Path, run_id: str):
 
 def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
                        ) -> tuple[str, list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Actions in the given states, with every stage output of their accounts (for context
-    and for `--where` conditions)."""
+    """Actions in the given states, each with its cell's status (`cell_status`), and every
+    stage output of their accounts (for context and for `--where` conditions)."""
     with store.connect(path, read_only=True) as con:
         if not store.has_schema(con):
             raise NotFound("this run log has no runs yet")
         run_id = resolve_run_id(con, run_id)
         marks = ", ".join("?" for _ in statuses)
-        actions = _rows(con, f"""SELECT * FROM actions WHERE run_id = ? AND status IN ({marks})
-                                 ORDER BY item_key, created_at""", [run_id, *statuses])
+        actions = _rows(con, f"""SELECT a.*, c.status AS cell_status FROM actions a
+                                 LEFT JOIN cells c ON c.run_id = a.run_id
+                                   AND c.item_key = a.item_key AND c.stage_id = a.stage_id
+                                 WHERE a.run_id = ? AND a.status IN ({marks})
+                                 ORDER BY a.item_key, a.created_at""", [run_id, *statuses])
         cells = _rows(con, """SELECT c.item_key, c.stage_id, c.output FROM cells c
                               WHERE c.run_id = ? AND c.item_key IN
                                 (SELECT item_key FROM actions WHERE run_id = ?)""", [run_id, run_id])
