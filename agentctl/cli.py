@@ -246,7 +246,7 @@ def inspect(
 def export(
     run_id: str = typer.Argument(..., help="Run id (a unique prefix works; 'last' = newest)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="One stage; a reduce stage exports its run-level output as JSON."),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one account per line) or csv (stage.field columns)."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one account per line) or csv (stage.status and stage.field columns; a field named status is stage.output.status)."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Write a run's outputs to stdout: per account (JSON Lines or CSV), or a reduce stage's run-level output."""

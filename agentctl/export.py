@@ -17,6 +17,11 @@ def render(data: dict[str, Any], fmt: str) -> str:
 
             raise NotFound(f"stage '{data['stage']}' of {data['run_id']} has no output: "
                            f"{out['status']} ({out['error'] or 'not finished'})")
+        if fmt == "csv":
+            from agentctl.errors import UsageError
+
+            raise UsageError(f"stage '{data['stage']}' is a reduce: its output is one JSON "
+                             "document, not a row per account; drop --format csv")
         return json.dumps(out["output"], ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         return _csv(data)
@@ -41,7 +46,8 @@ def _csv(data: dict[str, Any]) -> str:
             for k in (cell or {}).get("output") or {}:
                 if k not in fields:
                     fields.append(k)
-        columns += [f"{s}.{f}" for f in fields]
+        # an output field called `status` must not take the cell status's column
+        columns += [_field_column(s, f) for f in fields]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
@@ -50,7 +56,18 @@ def _csv(data: dict[str, Any]) -> str:
         for s, cell in row["stages"].items():
             flat[f"{s}.status"] = cell["status"] if cell else ""
             for k, v in ((cell or {}).get("output") or {}).items():
-                flat[f"{s}.{k}"] = v if isinstance(v, (str, int, float, bool)) or v is None \
-                    else json.dumps(v, ensure_ascii=False)
+                flat[_field_column(s, k)] = _csv_value(v)
         w.writerow(flat)
     return buf.getvalue()
+
+
+def _field_column(stage: str, field: str) -> str:
+    return f"{stage}.output.status" if field == "status" else f"{stage}.{field}"
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, bool):  # as in JSON, not Python's True/False
+        return "true" if v else "false"
+    if isinstance(v, (str, int, float)) or v is None:
+        return v
+    return json.dumps(v, ensure_ascii=False)

@@ -6,6 +6,8 @@ Exit codes and signals are checked on a real subprocess; the rest runs in-proces
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import signal
@@ -202,6 +204,21 @@ def test_run_limit_and_bad_flags(tmp_path, db):
         res = run_inproc(*args)
         assert res.exit_code == 2, (args, res.output)
         assert "--max-cost" in one_line_error(res.stderr) or "--limit" in res.stderr
+
+
+def test_export_csv_keeps_a_field_named_status_apart_from_the_cell_status(tmp_path, db):
+    stages = [{"id": "s", "agent": "researcher", "prompt": "Look at {{ account.name }}",
+               "output": {"status": {"type": "enum", "values": ["lead", "customer"]}, "hot": "bool"}}]
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", stages=stages)
+    run_id = first_line(run_inproc("run", spec, write_accounts(tmp_path, 3), "--mock").stdout)
+
+    rows = list(csv.DictReader(io.StringIO(run_inproc("export", run_id, "--format", "csv").stdout)))
+
+    assert [r["s.status"] for r in rows] == ["ok"] * 3
+    assert {r["s.output.status"] for r in rows} <= {"lead", "customer"}
+    assert {r["s.hot"] for r in rows} <= {"true", "false"}
+    lines = [json.loads(x) for x in run_inproc("export", run_id).stdout.splitlines()]
+    assert [x["s"]["status"] for x in lines] == [r["s.output.status"] for r in rows]
 
 
 def test_usage_errors_are_one_line(tmp_path, db):

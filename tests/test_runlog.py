@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from agentctl.runlog import schema, store
@@ -137,6 +138,24 @@ HOLDER = textwrap.dedent("""
     time.sleep(float(sys.argv[2]))
     con.close()
 """)
+
+
+def test_another_programs_duckdb_file_is_refused_and_left_alone(tmp_path, monkeypatch):
+    path = tmp_path / "crm.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE runs (x INTEGER)")
+    con.close()
+    monkeypatch.setenv("AGENTCTL_DB", str(path))
+    for args in (["runs"], ["inspect", "last"]):
+        res = run_inproc(*args)
+        assert res.exit_code == 2, res.output
+        assert "not an agentctl run log" in one_line_error(res)
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    res = run_inproc("run", spec, write_accounts(tmp_path, 2), "--mock")
+    assert res.exit_code == 2 and "not an agentctl run log" in res.stderr
+    con = duckdb.connect(str(path), read_only=True)
+    assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["runs"]
+    con.close()
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan"])

@@ -275,6 +275,8 @@ def test_reduce_batches_over_the_token_limit_then_merges(llm, tmp_path, db):
     assert "run-level output over 20 accounts" in shown
     exported = run_inproc("export", run_id, "--stage", "report")
     assert exported.exit_code == 0 and json.loads(exported.stdout) == json.loads(row[0]["output"])
+    refused = run_inproc("export", run_id, "--stage", "report", "--format", "csv")
+    assert refused.exit_code == 2 and "one JSON document" in refused.stderr
 
 
 def test_reduce_under_the_limit_is_one_call_and_later_stages_read_it(llm, tmp_path, db):

@@ -95,6 +95,7 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
                                       f"{lock_wait:.0f}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
                 raise RunLogError(f"cannot open run log {path}: {exc}") from exc
         try:
+            _check_ours(con, path)
             if not read_only and str(path) not in _migrated:
                 migrate(con)
                 _migrated.add(str(path))
@@ -126,6 +127,17 @@ def _open(duckdb: Any, path: Path, read_only: bool) -> Any:
     return con
 
 
+def _check_ours(con, path: Path) -> None:
+    """A DuckDB file with tables but no agentctl migrations is someone else's: never touch it."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'runlog'").fetchall()}
+    if tables and "agentctl_migrations" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(f"{path} is a DuckDB database of something else (tables: {shown}), "
+                          "not an agentctl run log; pass --db (or set AGENTCTL_DB) to a new "
+                          "file or to a run log")
+
+
 def migrate(con) -> int:
     """Apply pending migrations; returns the schema version."""
     con.execute("""CREATE TABLE IF NOT EXISTS agentctl_migrations (
@@ -154,5 +166,6 @@ def ensure_schema(path: Path) -> None:
 
 def has_schema(con) -> bool:
     rows = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'runlog' "
+        "AND table_name = 'agentctl_migrations'").fetchone()
     return bool(rows and rows[0])
