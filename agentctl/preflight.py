@@ -51,6 +51,18 @@ def check_provider_env(spec: LoadedSpec) -> None:
     for alias in sorted(used_aliases(spec)):
         route = routes[alias]
         api_base = route.params.get("api_base") or _env_api_base(route.model)
+        try:
+            _, provider, _, default_base = litellm.get_llm_provider(
+                model=route.model, api_base=api_base,
+                custom_llm_provider=route.params.get("custom_llm_provider"))
+        except Exception:
+            source = " (from --model)" if spec.model_override else ""
+            raise ConfigError(
+                f"model alias '{alias}': litellm cannot tell which provider serves "
+                f"'{route.model}'{source}; write it as <provider>/<model>, e.g. "
+                "openai/gpt-4o-mini or ollama/llama3.1") from None
+        if not api_base and provider in LOCAL_PROVIDERS and default_base:
+            api_base = default_base  # a local server (Ollama): is it running?
         if api_base:
             _check_reachable(api_base, alias)
         try:
@@ -64,6 +76,9 @@ def check_provider_env(spec: LoadedSpec) -> None:
             raise ConfigError(
                 f"model alias '{alias}' ({route.model}) needs {', '.join(missing)} in the "
                 f"environment; export it, or run with --mock to try the pipeline offline{hint}")
+
+
+LOCAL_PROVIDERS = ("ollama", "ollama_chat")
 
 
 def _env_api_base(model: str) -> str | None:

@@ -370,6 +370,15 @@ def test_missing_key_and_unreachable_api_base_exit_2(llm, tmp_path, db):
     assert no_runs(db) and llm.requests == []
 
 
+def test_a_model_litellm_cannot_place_is_refused_before_the_run(tmp_path, db):
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    res = run_inproc("run", spec, write_accounts(tmp_path, 2), "--model", "foo")
+    assert res.exit_code == 2, res.output
+    line = one_line_error(res.stderr)
+    assert "cannot tell which provider serves 'foo' (from --model)" in line
+    assert no_runs(db)
+
+
 def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
     llm.latency = 0.5
     n = 40

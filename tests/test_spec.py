@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import jsonschema
@@ -11,6 +12,7 @@ import pytest
 
 from agentctl.errors import ConfigError, OutputInvalid, SpecError
 from agentctl.spec import LoadedSpec, Pipeline, load_spec, load_spec_text
+from agentctl.spec.loader import MAX_ALIASED_VALUES
 from agentctl.spec.models import AgentStage, OutputField, SelectStage
 from agentctl.spec.outputs import (
     output_json_schema, output_model, parse_output, validate_output,
@@ -243,7 +245,8 @@ def test_several_errors_report_the_first_by_line_and_count_the_rest():
     assert "(+1 more error)" in str(err)
     text = mutate("    top: 10", "    top: ten").replace("min_length: 10", "min_length: many")
     err = spec_error(text.replace("name: account-outreach", "nmae: x"))
-    assert err.path == "nmae" and "(+3 more errors)" in str(err)  # + missing name
+    # the missing 'name' is the same typo as 'nmae', so it is not counted again
+    assert err.path == "nmae" and "(+2 more errors)" in str(err)
 
 
 def test_template_line_inside_inline_block_prompt():
@@ -283,6 +286,91 @@ def test_dict_methods_and_locals_are_not_columns():
                   "{% for k, v in account.items() %}{{ k }}{{ loop.index }}{% endfor %}"
                   "{% set n = namespace(x=1) %}{{ n.x }}{{ range(3) | list }}")
     load_spec_text(text, path=BAD)
+
+
+# A small spec for stage types the valid fixture does not have; the stage is on line 7.
+MINI = """name: mini
+input: {key: id}
+models: {m: openai/gpt-4o-mini}
+defaults: {model: m}
+agents: {a: {}, b: {}, c: {}}
+stages:
+  - %s
+"""
+
+
+@pytest.mark.parametrize("stage_id", ["none", "None", "true", "false", "True", "False"])
+def test_stage_ids_jinja_reads_as_constants_are_reserved(stage_id):
+    # `{{ none.x }}` is the constant None, never the stage: the stage could not be read.
+    text = mutate("  - id: validate", f'  - id: "{stage_id}"')
+    err = spec_error(text)
+    assert f"stage id '{stage_id}' is reserved" in str(err) and "constant" in str(err)
+    assert err.path == "stages[4].id" and err.line == line_of(text, f'id: "{stage_id}"')
+    assert "rename the stage" in err.one_line()
+
+
+@pytest.mark.parametrize("old,new,path", [
+    ("score: {type: int, min: 0, max: 100}", "score: {tpye: int, min: 0, max: 100}",
+     "stages[1].output.score.tpye"),
+    ("    agent: scorer\n", "    agnet: scorer\n", "stages[1].agnet"),
+])
+def test_a_misspelt_required_key_is_one_unknown_key_error(old, new, path):
+    err = spec_error(mutate(old, new))
+    typo = path.rsplit(".", 1)[1]
+    assert err.path == path and f"unknown key '{typo}'" in str(err)
+    assert "missing required key" not in str(err) and "more error" not in str(err)
+    assert "did you mean" in (err.hint or "")
+
+
+def test_a_misspelt_key_in_route_cases_names_the_typo():
+    stage = '{id: r, type: route, prompt: q, default: b, cases: [{when: "true", agnet: a}]}'
+    err = spec_error(MINI % stage)
+    assert err.path == "stages[0].cases[0].agnet" and err.line == 7
+    assert str(err).endswith("unknown key 'agnet'") and err.hint == "did you mean 'agent'?"
+
+
+@pytest.mark.parametrize("old,new,choices", [
+    ("    top: 10", "    top: 10\n    order: descending", "desc, asc"),
+    ("  key: account_id", "  key: account_id\n  format: xlsx", "auto, csv, jsonl, parquet"),
+    ("    model: smart\n    prompt:", "    model: smart\n    approval: maybe\n    prompt:",
+     "required, auto, dry_run"),
+])
+def test_choice_errors_list_the_choices_once(old, new, choices):
+    err = spec_error(mutate(old, new))
+    assert err.one_line().count(f"expected one of: {choices}") == 1
+
+
+def test_a_yaml_boolean_for_a_choice_shows_what_was_written():
+    err = spec_error(mutate("    model: smart\n    prompt:",
+                            "    model: smart\n    approval: yes\n    prompt:"))
+    assert "invalid approval 'yes' (YAML reads it as true); expected one of: required" in str(err)
+
+
+def test_a_route_with_neither_cases_nor_router_is_told_so():
+    err = spec_error(MINI % "{id: r, type: route, prompt: q}")
+    assert err.path == "stages[0]" and "has neither" in str(err) and "not both" not in str(err)
+    both = '{id: r, type: route, prompt: q, cases: [{when: "true", agent: a}], ' \
+           'router: {agent: a, prompt: x}, choices: [b, c]}'
+    assert str(spec_error(MINI % both)).endswith("not both")
+
+
+@pytest.mark.parametrize("old,new,path,hint", [
+    ("name: account-outreach", 'name: ""', "name", "e.g. 'name: account-research'"),
+    ("  key: account_id", '  key: ""', "input.key", "unique id"),
+    ("  fast: openai/gpt-4o-mini", '  fast: {model: ""}', "models.fast.model", "litellm model"),
+])
+def test_an_empty_string_is_not_told_to_add_entries(old, new, path, hint):
+    err = spec_error(mutate(old, new))
+    assert err.path == path and "must not be empty" in str(err)
+    assert "entry" not in err.one_line() and hint in (err.hint or "")
+
+
+@pytest.mark.parametrize("panelists,got", [("[]", 0), ("[a]", 1)])
+def test_too_few_list_entries_says_how_many_are_needed(panelists, got):
+    err = spec_error(MINI % f"{{id: p, type: panel, prompt: q, moderator: c, panelists: {panelists}}}")
+    assert err.path == "stages[0].panelists"
+    assert f"'panelists' needs at least 2 entries, got {got}" in str(err)
+    assert err.hint == f"add {2 - got} more" and "List should" not in str(err)
 
 
 # --- file- and YAML-level errors ----------------------------------------------------------
@@ -330,6 +418,69 @@ def test_duplicate_keys_at_top_level():
     err = spec_error(VALID + "name: again\n")
     assert "duplicate key 'name' (first on line 2)" in str(err) and err.path == "name"
     assert err.line == len(VALID.splitlines()) + 1
+
+
+@pytest.mark.parametrize("text,code,line,column", [
+    ("name: x\x1b[0m\ninput: {key: id}\n", "U+001B", 1, 8),             # pasted colour code
+    ('name: x\nstages: [{id: s1, prompt: "hi\x00"}]\n', "U+0000", 2, 30),  # NUL in a string
+    ("name: x\n\ninput: {key: id\x7f}\n", "U+007F", 3, 16),
+    ("name: x\ndescription: \ufffe\n", "U+FFFE", 2, 14),
+])
+def test_characters_yaml_refuses_are_a_spec_error(text, code, line, column):
+    err = spec_error(text)
+    assert f"{code} at column {column} is not allowed in YAML" in str(err)
+    assert err.line == line and str(err).startswith(f"{BAD}:{line}: ")
+    assert "remove the" in (err.hint or "") and "\n" not in err.one_line()
+
+
+def test_control_character_in_a_spec_file(tmp_path):
+    spec_file = tmp_path / "esc.yaml"
+    spec_file.write_bytes(b"name: x\x1b[0m\ninput: {key: id}\n")
+    with pytest.raises(SpecError, match=r"esc\.yaml:1: control character U\+001B at column 8"):
+        load_spec(spec_file)
+
+
+def _laughs(levels: int, width: int = 9) -> str:
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for n in range(1, levels + 1):
+        lines.append(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(10)  # without the limit this takes minutes and gigabytes
+@pytest.mark.parametrize("text", [
+    _laughs(9) + "name: x\n",                              # 9**10 values from 10 lines
+    "x-lol:\n" + "".join(f"  {line}\n" for line in _laughs(9).splitlines())
+    + mutate("description: Research accounts, score them, write to the best ten, check the drafts.",
+             "description: *l9"),                          # used by an otherwise valid spec
+])
+def test_nested_aliases_are_refused_before_anything_expands_them(text):
+    started = time.perf_counter()
+    err = spec_error(text)
+    assert time.perf_counter() - started < 1
+    assert f"YAML aliases expand to more than {MAX_ALIASED_VALUES} values" in str(err)
+    assert err.line and "past it at alias '*l" in str(err) and "nested aliases" in (err.hint or "")
+
+
+def test_anchors_and_aliases_still_load_with_lines():
+    text = mutate("signals: {type: list, items: str, max_items: 5}",
+                  "signals: &listing {type: list, items: str, max_items: 5}")
+    text = text.replace("issues: {type: list, items: str}", "issues: *listing")
+    text = text.replace("  scorer:\n    system: You score", "  scorer: &plain\n    system: You score")
+    text = text.replace("  reviewer:\n    system:", "  reviewer:\n    <<: *plain\n    system:")
+    spec = load_spec_text(text, path=SPECS / "valid.yaml")
+    assert spec.pipeline.stage("validate").output["issues"].max_items == 5
+    assert spec.pipeline.agents["reviewer"].tools == ["time"]
+    assert spec.pipeline.agents["reviewer"].system.startswith("You check")
+    # an error after the aliases keeps its own line
+    err = spec_error(text.replace("    top: 10", "    top: ten"))
+    assert err.path == "stages[2].top" and err.line == line_of(text, "top: 10")
+    # an error inside an anchor's value is at the anchor, wherever it is used
+    err = spec_error(text.replace("max_items: 5}", "max_items: -5}"))
+    assert err.line == line_of(text, "&listing") and err.path == "stages[0].output.signals.max_items"
+    # a key misspelt next to a merge
+    err = spec_error(text.replace("    tools: [time]", "    tols: [time]"))
+    assert err.path == "agents.reviewer.tols" and err.line == line_of(text, "tools: [time]")
 
 
 # --- outputs ------------------------------------------------------------------------------

@@ -103,7 +103,13 @@ def _check_agent_models(pipeline: Pipeline) -> list[Problem]:
     return found
 
 
-_RESERVED = set(templates.CONTEXT_NAMES) | templates.allowed_globals()
+_RESERVED = set(templates.CONTEXT_NAMES) | templates.allowed_globals() | set(templates.CONSTANTS)
+
+
+def _reserved_because(name: str) -> str:
+    if name in templates.CONSTANTS:
+        return f"templates read '{name}' as the constant {templates.CONSTANTS[name]}, not a stage"
+    return "templates use that name for something else"
 
 
 def _check_stages(pipeline: Pipeline) -> list[Problem]:
@@ -118,8 +124,8 @@ def _check_stages(pipeline: Pipeline) -> list[Problem]:
                                  "stage ids must be unique; rename one"))
         first_at.setdefault(stage.id, i)
         if stage.id in _RESERVED:
-            found.append(Problem(f"{here}.id", f"stage id '{stage.id}' is reserved: templates "
-                                 "use that name for something else", "rename the stage"))
+            found.append(Problem(f"{here}.id", f"stage id '{stage.id}' is reserved: "
+                                 f"{_reserved_because(stage.id)}", "rename the stage"))
         seen: set[str] = set()
         for j, need in enumerate(stage.needs):
             path = f"{here}.needs[{j}]"

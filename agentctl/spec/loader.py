@@ -9,10 +9,12 @@ Prompt and system files are read relative to the spec's folder and must stay ins
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +66,51 @@ class SourceMap:
         return node.value if isinstance(node, yaml.ScalarNode) else None
 
 
+# How many values aliases may add to a spec (each use of an alias adds every value under its
+# anchor). Hand-written specs add a few hundred; a "billion laughs" spec of nested aliases adds
+# billions from a few lines, and everything that walks the data (the source map, pydantic, the
+# run log) would pay for each one.
+MAX_ALIASED_VALUES = 100_000
+
+
+class _AliasBomb(Exception):
+    def __init__(self, anchor: str, mark: yaml.Mark):
+        super().__init__(anchor)
+        self.anchor, self.mark = anchor, mark
+
+
 class _SpecYamlLoader(yaml.SafeLoader):
     """Our own SafeLoader, so constructors other code adds to SafeLoader cannot leak in.
-    Lines are recorded by walking the composed nodes (:func:`_map`) before construction."""
+    Lines are recorded by walking the composed nodes (:func:`_map`) before construction.
+
+    While composing, it counts how many values the aliases expand to and stops past
+    :data:`MAX_ALIASED_VALUES`, before anything walks the expanded data."""
     yaml_constructors = yaml.SafeLoader.yaml_constructors.copy()
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.expanded: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+        self.aliased = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        alias = self.peek_event() if self.check_event(yaml.AliasEvent) else None
+        node = super().compose_node(parent, index)
+        if alias is not None:
+            # An anchor still being composed (a recursive alias) counts once.
+            self.aliased += self.expanded.get(id(node), 1)
+            if self.aliased > MAX_ALIASED_VALUES:
+                raise _AliasBomb(alias.anchor, alias.start_mark)
+        else:
+            self.expanded[id(node)] = 1 + sum(self.expanded.get(id(c), 1) for c in _children(node))
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _map(node: yaml.Node, path: str, src: SourceMap, active: set[int]) -> None:
@@ -119,9 +162,27 @@ def _yaml_hint(text: str, line: int | None) -> str:
     return "check indentation and quoting on that line or the one before"
 
 
+def _unprintable(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """YAML refuses control characters (NUL, ESC, ...) anywhere in the file."""
+    code, at = exc.character, exc.position
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    control = unicodedata.category(chr(code)) == "Cc"
+    what = "control character" if control else "character"
+    escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    pasted = "terminal colour codes start with it; " if code == 0x1B else ""
+    return SpecError(f"{what} U+{code:04X} at column {column} is not allowed in YAML",
+                     file=file, line=line,
+                     hint=f"{pasted}remove the {what}, or if the text needs it, write it as "
+                          f"\"{escape}\" inside a double-quoted string")
+
+
 def parse_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
     src = SourceMap(file)
-    loader = _SpecYamlLoader(text)
+    try:
+        loader = _SpecYamlLoader(text)  # the reader checks every character up front
+    except yaml.reader.ReaderError as exc:
+        raise _unprintable(exc, text, file) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -137,6 +198,12 @@ def parse_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
         problem = ": ".join(filter(None, (exc.context, exc.problem))) or "invalid YAML"
         raise SpecError(f"YAML syntax error: {problem}{where}", file=file, line=line,
                         hint=_yaml_hint(text, line)) from exc
+    except _AliasBomb as exc:
+        raise SpecError(f"YAML aliases expand to more than {MAX_ALIASED_VALUES} values, "
+                        f"past it at alias '*{exc.anchor}' (column {exc.mark.column + 1})",
+                        file=file, line=exc.mark.line + 1,
+                        hint="nested aliases multiply; write the values out, or reuse an "
+                             "anchor without nesting aliases inside it") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML error: {exc}", file=file) from exc
     finally:
@@ -221,20 +288,47 @@ _TYPE_SYNONYMS = {"string": "str", "text": "str", "integer": "int", "number": "f
                   "double": "float", "boolean": "bool", "array": "list", "choice": "enum"}
 
 
+def _unknown_key(loc: tuple[Any, ...], key: str) -> tuple[str, str | None]:
+    """The hint for an unknown key at ``loc``, and the known key it is probably a typo of."""
+    model = _model_at(loc[:-1])
+    fields = list(model.model_fields) if model else []
+    if model in STAGE_MODELS.values() and key not in fields:
+        owners = [k for k, m in STAGE_MODELS.items() if key in m.model_fields]
+        if owners:
+            kinds = " or ".join(owners)
+            return f"'{key}' belongs to {kinds} stages; set 'type: {owners[0]}' or remove it", None
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    return did_you_mean(key, fields, what="keys"), (close[0] if close else None)
+
+
+def _typo_targets(errors: list[Any]) -> set[tuple[Any, ...]]:
+    """The locs of required keys that an unknown sibling key is a typo of (``tpye`` for
+    ``type``): pydantic reports both, but it is one mistake, told as the unknown key."""
+    targets = set()
+    for err in errors:
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            meant = _unknown_key(loc, loc[-1])[1]
+            if meant is not None:
+                targets.add((*loc[:-1], meant))
+    return targets
+
+
+def _empty_value_hint(loc: tuple[Any, ...], key: str) -> str:
+    if len(loc) == 1 and key in _TOP_LEVEL_EXAMPLES:
+        return f"give it a value, e.g. {_TOP_LEVEL_EXAMPLES[key]}"
+    model = _model_at(loc[:-1])
+    info = model.model_fields.get(key) if model else None
+    return f"give it a value: {info.description}" if info and info.description \
+        else "give it a value, or remove the key"
+
+
 def _describe(err: dict[str, Any], data: Any, path: str, src: SourceMap) -> tuple[str, str | None]:
     kind, loc, value = err["type"], err["loc"], err.get("input")
     msg = str(err["msg"])
     key = next((p for p in reversed(loc) if isinstance(p, str) and p != "[key]"), "")
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        fields = list(model.model_fields) if model else []
-        hint = did_you_mean(key, fields, what="keys")
-        if model in STAGE_MODELS.values() and key not in fields:
-            owners = [k for k, m in STAGE_MODELS.items() if key in m.model_fields]
-            if owners:
-                kinds = " or ".join(owners)
-                hint = f"'{key}' belongs to {kinds} stages; set 'type: {owners[0]}' or remove it"
-        return f"unknown key '{key}'", hint
+        return f"unknown key '{key}'", _unknown_key(loc, key)[0]
     if kind == "missing":
         if key == "agent" and isinstance(data.get("agents"), dict):
             return "missing required key 'agent'", \
@@ -247,11 +341,15 @@ def _describe(err: dict[str, Any], data: Any, path: str, src: SourceMap) -> tupl
         return f"missing required key '{key}'", f"add '{key}: ...'{about}"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        shown, raw = repr(value), src.scalar_text(path)
+        if isinstance(value, bool) and raw is not None:  # `approval: yes`
+            shown = f"{raw!r} (YAML reads it as {str(value).lower()})"
+        hint: str | None = None
         if key == "type" and str(value).lower() in _TYPE_SYNONYMS:
             hint = f"did you mean '{_TYPE_SYNONYMS[str(value).lower()]}'?"
-        else:
-            hint = did_you_mean(value, expected)
-        return f"invalid {key} {value!r}; expected one of: {', '.join(expected)}", hint
+        elif (guess := did_you_mean(value, expected)).startswith("did you mean"):
+            hint = guess  # otherwise the message already lists the choices
+        return f"invalid {key} {shown}; expected one of: {', '.join(expected)}", hint
     if kind == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag")
         return f"unknown stage type {tag!r}", did_you_mean(tag, STAGE_TYPES, what="stage types")
@@ -266,8 +364,14 @@ def _describe(err: dict[str, Any], data: Any, path: str, src: SourceMap) -> tupl
         if "\\-" in str((err.get("ctx") or {}).get("pattern", "")):
             hint = "use letters, digits, '_' and '-', with at most one '.' (server.tool)"
         return f"{value!r} is not a valid {what}", hint
-    if kind in ("too_short", "string_too_short") and value in ({}, [], ""):
-        return f"'{key}' must not be empty", "add at least one entry"
+    if kind == "string_too_short" and value == "":
+        return f"'{key}' must not be empty", _empty_value_hint(loc, key)
+    if kind == "too_short" and isinstance(value, (dict, list)):
+        least = int((err.get("ctx") or {}).get("min_length", 1))
+        if least <= 1:
+            return f"'{key}' must not be empty", "add at least one entry"
+        return f"'{key}' needs at least {least} entries, got {len(value)}", \
+            f"add {least - len(value)} more"
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
         wanted = re.sub(r"^Input should be (a valid )?", "", msg).split(",")[0]
         wanted = re.sub(r"dictionary or instance of \w+", "mapping", wanted)
@@ -297,7 +401,11 @@ def _article(noun: str) -> str:
 
 def _pydantic_error(exc: pydantic.ValidationError, data: dict[str, Any], src: SourceMap) -> SpecError:
     problems: dict[str, Problem] = {}
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    typos = _typo_targets(errors)
+    for err in errors:
+        if err["type"] == "missing" and tuple(err["loc"]) in typos:
+            continue  # reported as the unknown key that misspells it
         path = _yaml_path(err["loc"], data, err["type"] == "missing")
         if path in problems:
             continue  # one problem per place (union members report once each)

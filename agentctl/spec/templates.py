@@ -33,6 +33,9 @@ from agentctl.errors import SpecError
 # Names a template may read besides the stage ids in ``needs``.
 CONTEXT_NAMES = ("account", "item", "run")
 RUN_FIELDS = ("id", "pipeline")
+# Names Jinja's parser reads as literals, so no context variable can ever have them.
+CONSTANTS: dict[str, Any] = {"true": True, "false": False, "none": None,
+                             "True": True, "False": False, "None": None}
 # Only meaningful inside loops and macros; find_undeclared_variables already scopes them.
 _SCOPED_NAMES = ("loop", "caller", "varargs", "kwargs")
 _DICT_METHODS = frozenset(n for n in dir(dict) if not n.startswith("_"))

@@ -63,7 +63,8 @@ class RouteStage(StageBase):
         check_one_prompt(self, what="a route stage")
         if (self.cases is None) == (self.router is None):
             raise ValueError("a route stage needs either 'cases' (a condition table) or "
-                             "'router' (an agent that chooses), not both")
+                             "'router' (an agent that chooses), "
+                             + ("not both" if self.cases is not None else "and has neither"))
         if self.router is not None:
             if not self.choices or len(self.choices) < 2:
                 raise ValueError("a router needs 'choices': the two or more specialists it picks from")

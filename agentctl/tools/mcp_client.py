@@ -81,7 +81,8 @@ class McpSettings(ToolSettings):
     @model_validator(mode="after")
     def _one_transport(self) -> "McpSettings":
         if (self.command is None) == (self.url is None):
-            raise ValueError("give either 'command' (a stdio server) or 'url' (streamable HTTP), not both")
+            raise ValueError("give either 'command' (a stdio server) or 'url' (streamable HTTP), "
+                             + ("not both" if self.command is not None else "neither is set"))
         if self.command is not None and not self.command:
             raise ValueError("'command' is empty")
         return self
