@@ -93,14 +93,17 @@ def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
         known = {a["item_key"] for a in pending}
         unknown = [k for k in items if k not in known]
         if unknown:
-            raise ConfigError(f"no pending actions for item(s) {', '.join(unknown)} in run {run_id}; "
-                              f"see `agentctl review {run_id}`")
+            raise ConfigError(f"no pending actions for item(s) {', '.join(unknown)} in run {run_id} "
+                              "(none, or already decided), so nothing was changed; leave them "
+                              f"out of --items (see `agentctl review {run_id} --all`)")
         keys = [a["idempotency_key"] for a in pending if a["item_key"] in items]
     elif actions:
         known = {a["idempotency_key"] for a in pending}
         unknown = [k for k in actions if k not in known]
         if unknown:
-            raise ConfigError(f"no pending action {', '.join(unknown)} in run {run_id}")
+            raise ConfigError(f"no pending action {', '.join(unknown)} in run {run_id} (none, or "
+                              "already decided), so nothing was changed; see `agentctl review "
+                              f"{run_id} --all`")
         keys = actions
     elif where:
         keys = []

@@ -224,7 +224,7 @@ def inspect(
     item: Optional[str] = typer.Option(None, "--item", help="Drill into one account: cells and every LLM call."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
-    rows: int = typer.Option(40, "--rows", help="Accounts shown in the status grid."),
+    rows: int = typer.Option(40, "--rows", min=1, help="Accounts shown in the status grid (--json has them all)."),
 ) -> None:
     """Explain a run: per-stage overview, account x stage grid, top errors, drill-downs."""
     from agentctl.runlog import queries, store
@@ -232,7 +232,7 @@ def inspect(
 
     def body() -> int:
         data = queries.inspect_run(store.resolve_db_path(db), run_id, stage=stage, item=item,
-                                   grid_limit=max(rows, 1) if not as_json else 100_000)
+                                   grid_limit=rows if not as_json else 100_000)
         if as_json:
             print(json.dumps(data, indent=2, default=str))
         else:
@@ -274,7 +274,18 @@ def validate(
     from agentctl.spec import load_spec
 
     def body() -> int:
+        try:
+            return check()
+        except AgentctlError as exc:
+            if as_json:  # a JSON reader gets its answer too; the line goes to stderr as ever
+                print(json.dumps({"ok": False, "error": exc.one_line()}, indent=2))
+            raise
+
+    def check() -> int:
+        from agentctl.runner import build_registry
+
         spec = load_spec(pipeline)
+        build_registry(spec)  # every tool's settings, as `run` checks them (nothing is started)
         kinds = {sid: spec.pipeline.stage(sid).type for sid in spec.order}
         doc: dict[str, Any] = {"pipeline": spec.pipeline.name, "spec": str(spec.path),
                                "stages": spec.order, "kinds": kinds, "ok": True}
@@ -299,7 +310,7 @@ def resume(
     run_id: str = typer.Argument(..., help="Run id (prefix or 'last')."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Summary as JSON on stdout."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="A new spending limit in USD for the rest of the run."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="A new spending limit in USD for the whole run, what it has spent so far included."),
     auto_approve: bool = typer.Option(False, "--auto-approve", help=AUTO_HELP),
     dry_actions: bool = typer.Option(False, "--dry-actions", help=DRY_HELP),
 ) -> None:

@@ -190,6 +190,10 @@ def _ms(v: float | None) -> str:
     return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.0f}ms"
 
 
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
 def status_grid(data: dict[str, Any], *, limit: int) -> Table:
     ids = [s["id"] for s in data["stages"]]
     g = Table(title="accounts × stages", title_justify="left")
@@ -199,9 +203,10 @@ def status_grid(data: dict[str, Any], *, limit: int) -> Table:
     items = list(data["grid"].items())
     for key, cells in items[:limit]:
         g.add_row(Text(key), *[_glyph(cells.get(sid)) for sid in ids])
-    more = len(items) - limit
+    more = data.get("grid_items", len(items)) - min(limit, len(items))
     legend = "✓ ok  ✗ failed  ↷ skipped  · filtered  ⏸ awaiting approval  (blank: not run)"
-    g.caption = legend + (f"  · {more} more accounts not shown" if more > 0 else "")
+    g.caption = legend + (f"  · {more} more {plural(more, 'account')} not shown (--rows N shows more)"
+                          if more > 0 else "")
     return g
 
 

@@ -24,6 +24,9 @@ class ResumeState:
     actions: dict[str, dict]                # the ledger, by idempotency key
     spans: dict[str, dict] = field(default_factory=dict)         # finished agent turns, by span id
     run_outputs: dict[str, dict] = field(default_factory=dict)   # reduce outputs, by stage
+    # USD spent by the run's earlier sessions, by item key (None: no item): the budget goes on
+    # from there, so a resume or retry cannot spend the run's limits again
+    spent_before: dict[str | None, float] = field(default_factory=dict)
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
@@ -73,7 +76,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     if not opts.mock:
         check_provider_env(spec)
     plans = compile_plan(spec)
-    prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"])
+    prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"],
+                           usage={u: c[u] for u in USAGE})
              for k, c in cells.items()}
     if retry or retry_failed or retry_stage:
         prior, run_outputs = _drop_for_retry(prior, plans, failed_only=retry_failed,
@@ -87,7 +91,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     if not claim_run(db_path, run):  # another resume or retry got there first
         raise ConfigError(f"run {run['run_id']} was taken up by another agentctl process "
                           "(resume or retry) just now; see `agentctl runs`")
-    return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs), warnings
+    return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs,
+                             spent_before=queries.run_spending(db_path, run["run_id"])), warnings
 
 
 class StoredRows:
@@ -132,6 +137,10 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+USAGE = ("attempts", "input_tokens", "output_tokens", "cost_usd", "started_at", "ended_at",
+         "duration_ms")
 
 
 def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
@@ -210,9 +219,11 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
                              error=failed[0]["error"] if failed else None,
                              error_type="ActionFailed" if failed else None)
             prior[cell_key] = new
+            usage = result.usage or {"attempts": 0, "input_tokens": 0, "output_tokens": 0,
+                                     "cost_usd": 0.0, "started_at": None, "ended_at": None,
+                                     "duration_ms": 0.0}
             recorder.cell({"run_id": resume.run_id, "item_key": cell_key[0],
                            "stage_id": cell_key[1], "status": new.status, "output": new.output,
-                           "error": new.error, "error_type": new.error_type, "attempts": 0,
-                           "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
-                           "started_at": None, "ended_at": None, "duration_ms": 0.0})
+                           "error": new.error, "error_type": new.error_type,
+                           **usage})  # the calls it made before it waited still count
     return prior

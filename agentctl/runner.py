@@ -18,7 +18,7 @@ from agentctl import __version__
 from agentctl.engine.plan import StagePlan, build_routes, compile_plan
 from agentctl.engine.progress import RunProgress
 from agentctl.engine.scheduler import Engine
-from agentctl.errors import AgentctlError, ConfigError
+from agentctl.errors import AgentctlError, ConfigError, SpecError
 from agentctl.inputs import AccountsFile, InputSummary
 from agentctl.llm.caller import ModelCaller, RetryPolicy
 from agentctl.llm.limiter import PriorityLimiter
@@ -168,8 +168,10 @@ def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None
     return inner
 
 
-def make_budget(prep: "Prepared"):
-    """Budget from the spec and --max-cost (the stricter wins); None when unlimited."""
+def make_budget(prep: "Prepared", resume: "ResumeState | None" = None):
+    """Budget from the spec and --max-cost (the stricter wins; `resume --max-cost` replaces
+    max_usd); None when unlimited. The limits are the whole run's: a resume or retry starts
+    from what the run spent before."""
     spec_budget = prep.spec.pipeline.budget
     max_usd = spec_budget.max_usd if spec_budget else None
     if prep.options.max_cost is not None:
@@ -180,8 +182,9 @@ def make_budget(prep: "Prepared"):
         return None
     from agentctl.llm.budget import Budget
 
+    before = dict(resume.spent_before) if resume is not None else {}
     if prep.options.mock or prep.options.replay:
-        return Budget(max_usd, per_item, price=lambda req, i, o: 0.0)
+        return Budget(max_usd, per_item, price=lambda req, i, o: 0.0, before=before)
     from agentctl.llm.litellm_client import price_of
 
     def price(req, in_tok: int, out_tok: int) -> float | None:
@@ -190,7 +193,7 @@ def make_budget(prep: "Prepared"):
             return (in_tok * p["input_per_mtok"] + out_tok * p["output_per_mtok"]) / 1e6
         return price_of(req.model, in_tok, out_tok)
 
-    return Budget(max_usd, per_item, price=price)
+    return Budget(max_usd, per_item, price=price, before=before)
 
 
 def approval_mode(opts: RunOptions) -> str | None:
@@ -209,6 +212,10 @@ def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
     opts = prep.options
     run_id = resume.run_id if resume else new_run_id()
     progress = RunProgress(mock=opts.mock)
+    if resume is not None:
+        from agentctl.runlog.queries import usage_so_far
+
+        progress.prior_usage, progress.tool_calls = usage_so_far(prep.db_path, run_id)
     recorder = RunRecorder(prep.db_path, run_id).open()
     box: dict[str, Any] = {"started": False}
     status, error = "failed", None
@@ -242,8 +249,15 @@ def build_registry(spec: LoadedSpec):
         return None
     from agentctl.tools.registry import ToolRegistry
 
-    return ToolRegistry.from_spec(spec.pipeline.tools, spec_dir=spec.path.parent,
-                                  spec_file=str(spec.path))
+    try:
+        return ToolRegistry.from_spec(spec.pipeline.tools, spec_dir=spec.path.parent,
+                                      spec_file=spec.source.file)
+    except SpecError as exc:  # the tool names the YAML path; the spec's line map knows its line
+        if exc.line is None and exc.path and spec.source is not None:
+            line = spec.source.line(exc.path)
+            raise SpecError(exc.detail, file=exc.file, path=exc.path, line=line,
+                            hint=exc.hint) from None
+        raise
 
 
 async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: RunProgress,
@@ -311,7 +325,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         stage_limiters=stage_limiters,
         policy=RetryPolicy(max_attempts=spec.pipeline.defaults.max_attempts),
         routes=routes, fallbacks={a: m.fallbacks for a, m in spec.pipeline.models.items()},
-        governor=governor, budget=make_budget(prep), on_usage=progress.usage)
+        governor=governor, budget=make_budget(prep, resume), on_usage=progress.usage)
     prior = dict(resume.prior) if resume else None
     if resume is not None:
         from agentctl.resume import settle_approved_actions
@@ -329,18 +343,18 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
                     log_backlog=recorder.backlog)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
-    interrupted = False
+    interrupted: signal.Signals | None = None
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
         nonlocal interrupted
         if interrupted:  # second Ctrl-C: stop now
             os._exit(EXIT_INTERRUPTED)
-        interrupted = True
+        interrupted = sig
         main_task.cancel()  # type: ignore[union-attr]
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
         except (NotImplementedError, RuntimeError):
             pass
 
@@ -358,8 +372,10 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
     try:
         await engine.run(rows, record_items=True)
     except asyncio.CancelledError:
-        if interrupted:
+        if interrupted == signal.SIGINT:
             return "interrupted", "interrupted by the user (Ctrl-C)"
+        if interrupted:
+            return "interrupted", f"stopped by {interrupted.name} (from another process, e.g. kill or a scheduler)"
         raise
     finally:
         for t in tickers:

@@ -323,6 +323,9 @@ def test_approval_flow_review_approve_reject_resume(llm, tmp_path, db, crm):
     assert all(a["done_at"] is None and a["result"] is None for a in rejected)
     assert len(llm.requests) == sent_requests  # executing approved actions needs no model call
     assert cell_counts(db, run_id)["act"] == {"ok": 4}
+    acts_cells = db_rows(db, "SELECT attempts, input_tokens, cost_usd FROM cells WHERE run_id = ? "
+                             "AND stage_id = 'act'", [run_id])
+    assert all(c["attempts"] >= 2 and c["input_tokens"] > 0 and c["cost_usd"] > 0 for c in acts_cells)
     before = actions(db, run_id)
     shown = cli("inspect", run_id, "--item", account_id(0)).stdout
     assert "[pending_approval → done by bob]" in shown  # the call's action, as it ended
@@ -416,6 +419,43 @@ def test_approve_takes_a_unique_action_id_prefix_and_checks_where_first(llm, tmp
     assert {a["idempotency_key"]: a["status"] for a in actions(db, run_id)}[first] == "approved"
     res = run_inproc("approve", run_id, "--where", "score.score >=")
     assert res.exit_code == 2 and "not a valid condition" in res.stderr
+
+
+def test_an_action_stopped_before_its_tool_ran_is_not_left_uncertain():
+    """Ctrl-C while the intent row is being flushed: the tool never ran, so the ledger must
+    not say it may have (resume would then refuse it for good)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from agentctl.engine.actions import Ledger, ToolExecutor
+    from agentctl.tools.base import ToolContext
+    from agentctl.tools.registry import ToolRegistry
+
+    written: list[dict] = []
+    called: list[dict] = []
+
+    async def main() -> None:
+        release = asyncio.Event()
+        ledger = Ledger(run_id="r", write=written.append, flush=release.wait)
+        executor = ToolExecutor(ToolRegistry([]), {}, run_id="r", record_tool_call=lambda row: None,
+                                ledger=ledger)
+
+        async def call(args, ctx):
+            called.append(args)
+
+        tool = SimpleNamespace(name="journal", call=call, accepts_idempotency_key=False, settings=None)
+        approved = {"idempotency_key": "act-1", "run_id": "r", "item_key": "a", "stage_id": "act",
+                    "tool": "journal", "arguments": {}, "status": "approved", "decided_by": "bob"}
+        task = asyncio.create_task(executor.execute(tool, {}, ToolContext(
+            run_id="r", item_key="a", stage_id="act", agent=None, idempotency_key="act-1"), approved))
+        await asyncio.sleep(0.05)  # waiting on the intent's flush
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert called == []
+    assert [w["status"] for w in written] == ["intent", "approved"]  # the last write wins
 
 
 def test_a_failed_action_under_auto_approval_fails_its_cell(llm, tmp_path, db):

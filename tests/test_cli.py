@@ -221,6 +221,42 @@ def test_export_csv_keeps_a_field_named_status_apart_from_the_cell_status(tmp_pa
     assert [x["s"]["status"] for x in lines] == [r["s.output.status"] for r in rows]
 
 
+def test_the_grid_says_how_many_accounts_it_leaves_out(tmp_path, db):
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    run_id = first_line(run_inproc("run", spec, write_accounts(tmp_path, 45), "--mock").stdout)
+    env = {"COLUMNS": "200"}
+    assert "5 more accounts not shown" in run_inproc("inspect", run_id, env=env).stdout
+    assert "1 more account not shown" in run_inproc("inspect", run_id, "--rows", "44", env=env).stdout
+    assert "not shown" not in run_inproc("inspect", run_id, "--rows", "45", env=env).stdout
+    assert run_inproc("inspect", run_id, "--rows", "0").exit_code == 2
+
+
+def test_validate_checks_tool_settings_like_run_does(tmp_path, db):
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", extra={
+        "tools": {"kb": {"type": "kb_search", "corpsu": "docs"}},
+        "agents": {"researcher": {"system": "You research.", "tools": ["kb"]}}})
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "corpsu" in text)
+    for args in (["validate", spec], ["run", spec, write_accounts(tmp_path, 2), "--mock"]):
+        res = run_inproc(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"pipeline.yaml:{line} at tools.kb.corpsu" in one_line_error(res.stderr)
+        assert "did you mean 'corpus'" in res.stderr
+    res = run_inproc("validate", spec, "--json")
+    assert res.exit_code == 2 and json.loads(res.stdout)["ok"] is False
+    assert "tools.kb.corpsu" in json.loads(res.stdout)["error"]
+
+
+def test_a_when_that_fails_on_csv_text_says_how_to_compare_numbers(tmp_path, db):
+    stages = default_stages()[:2]
+    stages[1] = {**stages[1], "when": "account.employees > 3"}
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", stages=stages)
+    res = run_inproc("run", spec, write_accounts(tmp_path, 2), "--mock")
+    assert res.exit_code == 1, res.output
+    rows = db_rows(db, "SELECT error_type, error FROM cells WHERE stage_id = 'score'")
+    assert len(rows) == 2 and {r["error_type"] for r in rows} == {"SpecError"}
+    assert all("account.employees | int > 100" in r["error"] for r in rows)
+
+
 def test_usage_errors_are_one_line(tmp_path, db):
     for args in (["run"], ["bogus"], ["runs", "--limit", "x"]):
         proc = run_cli(*args)

@@ -513,3 +513,71 @@ def test_two_live_runs_and_readers_share_one_run_log(llm, tmp_path, db):
         assert run_status(db, run_id) == "completed"
         assert cell_counts(db, run_id) == {"research": {"ok": 20}, "score": {"ok": 20}}
     assert len(llm.requests) == 80 == len(db_rows(db, "SELECT 1 FROM llm_calls"))
+
+
+# --- a Retry-After far past any sane wait ---------------------------------------------------
+
+def test_a_day_long_retry_after_stops_the_run_as_an_exhausted_quota(llm, tmp_path, db):
+    """A 429 saying "come back in 24 h" used to freeze the run without a word (a 977 s wait,
+    the lane paused for the whole day). It is an exhausted quota in all but name: the run
+    stops at once, exit 2, with one line that says what the provider asked for."""
+    lock, seen = threading.Lock(), []
+
+    def one_day_429(body: dict) -> Reply | None:
+        with lock:
+            seen.append(body)
+            n = len(seen)
+        if n == 3:
+            return Reply(status=429, error_type="rate_limit_exceeded",
+                         headers={"Retry-After": "86400"}, delay=0)
+        return None
+
+    llm.responder = one_day_429
+    spec = write_spec(tmp_path, llm.base_url, stages=two_stages(), concurrency=2,
+                      extra={"defaults": {"max_attempts": 4}})
+    started = time.monotonic()
+    proc = run_cli("run", spec, write_accounts(tmp_path, 10), timeout=25)
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 2, proc.stderr
+    line = one_line_error(proc.stderr)
+    assert "86400 s (24.0 h)" in line and "Retry-After" in line and "quota" in line, line
+    run_id = first_line(proc.stdout)
+    assert run_status(db, run_id) == "failed"
+    rows = calls(db, run_id)
+    assert len(rows) == len(llm.requests) <= 4  # the calls in flight, and nothing after
+    refused = [r for r in rows if r["status"] == "error"]
+    assert [r["error_type"] for r in refused] == ["QuotaExceeded"], refused
+    assert refused[0]["wait_ms"] is None  # no retry was scheduled
+    assert "86400" in db_rows(db, "SELECT error FROM runs")[0]["error"]
+
+
+def test_no_retry_wait_passes_the_sixty_second_cap():
+    """Retry-After up to the cap is honoured with up to 10% jitter; past it, the jitter goes
+    below the cap instead of above (it used to add 10% of the Retry-After on top of 60 s)."""
+    from agentctl.llm.retry import RetryPolicy
+
+    policy = RetryPolicy()
+    for retry_after in (0.0, 1.0, 30.0, 59.0, 60.0, 61.0, 300.0, 599.0, 86400.0):
+        waits = [policy.delay(1, retry_after) for _ in range(400)]
+        assert max(waits) <= 60.0, (retry_after, max(waits))
+        assert min(waits) >= min(retry_after, 54.0), (retry_after, min(waits))
+        assert len({round(w, 3) for w in waits}) > 1  # still jittered, at the cap too
+
+
+def test_a_saturated_lane_pauses_for_sixty_seconds_at_most():
+    import asyncio
+
+    from agentctl.errors import RateLimited
+    from agentctl.llm.caller import Route
+    from agentctl.llm.governor import RateGovernor
+
+    async def pause_after_a_storm() -> float:
+        gov = RateGovernor({}, {"fast": Route("fast", "openai/x", {})}, default_concurrency=4)
+        lane = gov.lane("fast")
+        while not lane.cuts:  # 429s until the lane judges itself saturated, and pauses
+            await gov.acquire("fast", 10)
+            gov.release("fast", 10, None, RateLimited("429", status=429, retry_after=86400))
+            assert lane.rate_limited <= 40
+        return lane.paused_until - asyncio.get_running_loop().time()
+
+    assert 50 < asyncio.run(pause_after_a_storm()) <= 60

@@ -190,6 +190,12 @@ def test_retry_failed_reruns_the_failed_cell_and_its_downstream(llm, tmp_path, d
     assert [r["status"] for r in rows] == ["invalid"] * 3 + ["ok"]
     after = {r["call_id"] for r in db_rows(db, "SELECT call_id FROM llm_calls")}
     assert {r["call_id"] for r in before} <= after and len(after) == len(before) + 2
+    # the run's totals are the whole run's, not the retry's alone
+    (row,) = db_rows(db, "SELECT totals FROM runs WHERE run_id = ?", [run_id])
+    totals = json.loads(row["totals"])
+    assert totals["llm_calls"] == len(after)
+    assert totals["cost_usd"] == pytest.approx(db_rows(
+        db, "SELECT sum(cost_usd) AS c FROM llm_calls")[0]["c"], abs=1e-6)
 
 
 def test_retry_one_stage_then_everything_then_resume_does_nothing(llm, tmp_path, db):

@@ -646,14 +646,15 @@ def test_a_subagent_is_refused_tools_it_was_not_granted(llm, tmp_path, db):
     assert db_rows(db, "SELECT count(*) AS n FROM actions")[0]["n"] == 0
 
 
-def test_the_per_item_budget_refuses_spawns_and_stays_under_the_limit(llm, tmp_path, db):
+def test_the_per_item_budget_makes_spawns_wait_and_stays_under_the_limit(llm, tmp_path, db):
+    """While other calls of the account are in flight, a sub-agent's call that does not fit
+    the account's budget at its worst case waits for them to settle (their real cost is far
+    below the worst case) instead of being refused."""
     path = spec(tmp_path, llm.base_url, [orchestrate()],
                 budget={"per_item_usd": 0.0012}, models={"fast": {"max_tokens": 1000}})
     run_id = run_ok("run", path, write_accounts(tmp_path, 2), code=(0, 1)[0])
     spawns = [t for t in tool_rows(db, run_id) if t["tool"] == "spawn"]
-    refused = [t for t in spawns if t["status"] == "refused"]
-    assert refused and all("per-item budget" in t["error"] for t in refused)
-    assert any(t["status"] == "ok" for t in spawns)
+    assert len(spawns) == 6 and {t["status"] for t in spawns} == {"ok"}
     per_item = db_rows(db, "SELECT item_key, sum(cost_usd) AS usd FROM llm_calls WHERE run_id = ? "
                            "GROUP BY 1", [run_id])
     assert all(0 < r["usd"] <= 0.0012 for r in per_item)

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from agentctl.errors import AgentctlError, ToolError
+from agentctl.errors import AgentctlError, RunLogError, ToolError
 from agentctl.llm.types import ToolCallRequest
 from agentctl.runlog.writer import utcnow
 from agentctl.tools.base import Tool, ToolContext, render_result
@@ -210,7 +210,15 @@ class ToolExecutor:
                             "stage_id": ctx.stage_id, "tool": tool.name, "arguments": args,
                             "created_at": utcnow(), "decided_by": "auto-approve",
                             "decided_at": utcnow(), "decision_note": None}
-        await self.ledger.put({**base, "status": "intent", "result": None, "error": None})
+        try:
+            await self.ledger.put({**base, "status": "intent", "result": None, "error": None})
+        except (asyncio.CancelledError, RunLogError):
+            # stopped (Ctrl-C, or the run log locked for good) while the intent was being
+            # flushed: the tool was never called, so the action is as it was, not "may or may
+            # not have run"
+            await self.ledger.put({**base, "status": base.get("status") or "approved"},
+                                  durable=False)
+            raise
         deadline = self.deadline(tool)
         try:
             result = await asyncio.wait_for(tool.call(args, ctx), deadline)

@@ -34,6 +34,7 @@ class CellResult:
     error: str | None = None
     error_type: str | None = None
     log_output: bool = True        # False: the cell row stores no copy (a reduce's run output)
+    usage: dict[str, Any] | None = None  # a stored cell's attempts, tokens, cost and times (resume)
 
 
 STOPPED = CellResult("stopped")

@@ -35,9 +35,15 @@ class RunProgress:
     started: float = field(default_factory=time.monotonic)
     tool_calls: int = 0
     mock: bool = False
+    prior_usage: dict[str, dict] = field(default_factory=dict)  # a resumed run's, by stage
 
     def add_stage(self, stage_id: str, kind: str) -> None:
-        self.stages[stage_id] = StageCounters(stage_id, kind)
+        c = self.stages[stage_id] = StageCounters(stage_id, kind)
+        before = self.prior_usage.get(stage_id)
+        if before:  # calls made before this resume count in the run's totals
+            c.calls, c.input_tokens, c.output_tokens = (
+                before["llm_calls"], before["input_tokens"], before["output_tokens"])
+            c.cost_usd, c.unpriced_calls = before["cost_usd"], before["unpriced_calls"]
 
     def count(self, stage_id: str, status: str) -> None:
         c = self.stages[stage_id]

@@ -162,6 +162,9 @@ class Engine:
             try:
                 deps = {n: await futures[n] for n in plan.needs}
                 result = await self._cell(plan, seq, key, row, deps)
+            except AgentctlError as exc:  # e.g. a `when` that fails on this account's values
+                result = CellResult("failed", error=exc.one_line(), error_type=type(exc).__name__)
+                self._record(plan, key, result, CellUsage(), None, None)
             except Exception as exc:  # a bug must not hang the other cells of this item
                 result = CellResult("failed", error=f"internal error: {exc!r}", error_type="InternalError")
                 self._record(plan, key, result, CellUsage(), None, None)

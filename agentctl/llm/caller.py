@@ -6,7 +6,6 @@ attempt. The engine hands every LLM request to `ModelCaller.call`; the client un
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,23 +14,9 @@ from typing import Any, Callable
 from agentctl.errors import BudgetExceeded, OutputInvalid, ProviderError, RetryableProviderError
 from agentctl.llm.hedge import PRIORITY as HEDGE_PRIORITY, Hedge, LatencyWindow, max_share, race
 from agentctl.llm.limiter import PriorityLimiter
+from agentctl.llm.retry import RetryPolicy
 from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
 from agentctl.runlog.writer import utcnow
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter; the server's Retry-After wins when it gives one."""
-    max_attempts: int = 8
-    base_delay: float = 0.5
-    max_delay: float = 60.0
-    fallback_after: int = 2   # consecutive retryable failures before trying the fallback alias
-
-    def delay(self, failures: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_delay, retry_after) + random.uniform(0, 0.1 * max(retry_after, 0.1))
-        cap = min(self.max_delay, self.base_delay * (2 ** (failures - 1)))
-        return random.uniform(0, cap)
 
 
 @dataclass
@@ -96,7 +81,7 @@ class ModelCaller:
     routes: dict[str, Route] = field(default_factory=dict)          # alias -> route
     fallbacks: dict[str, list[str]] = field(default_factory=dict)    # alias -> fallback aliases
     governor: Any = None         # RateGovernor-like: async acquire(alias, tokens) / feedback
-    budget: Any = None           # Budget-like: check(item_key, estimate) / spend(item_key, cost)
+    budget: Any = None           # Budget-like: reserve / settled / settle / release_hold / wake
     on_usage: Callable[[str, LLMResponse | None], None] | None = None  # progress counters
     stop_reason: str | None = None
     latencies: dict[str, LatencyWindow] = field(default_factory=dict)  # alias -> recent ok latencies
@@ -109,6 +94,8 @@ class ModelCaller:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.stop_status = status
+        if self.budget is not None:
+            self.budget.wake()  # calls waiting for money learn that the run stopped
 
     async def call(self, request: LLMRequest, *, usage: CellUsage, purpose: str,
                    priority: float = 0.0,
@@ -144,15 +131,25 @@ class ModelCaller:
                     await self.limiter.acquire(priority)
                     t0 = time.perf_counter()
                     started_at = utcnow()
+                    held = False
                     try:
                         if self.stop_reason:  # the run stopped while this call waited for a slot
                             raise RunStopped(self.stop_reason)
                         # reserve only now: calls queued for a slot hold no money
-                        self._reserve(meta.get("item_key"), req, est_tokens)
+                        await self._reserve(meta.get("item_key"), req, est_tokens)
+                        held = self.budget is not None
+                        t0 = time.perf_counter()  # a wait for money is not the call's latency
+                        started_at = utcnow()
                         resp, hedges = await self._send_hedged(req, alias, stage_id, est_tokens)
                     except ProviderError as exc:
-                        error = exc
+                        error = self.policy.refuse_long_wait(exc, req.model, self.run_id)
                         hedges = getattr(exc, "hedges", [])
+                    except BaseException:
+                        # cancelled (a failed sibling, Ctrl-C): no settle follows, and a hold
+                        # left behind would keep calls waiting for money that never frees
+                        if held:
+                            self.budget.release_hold(id(req))
+                        raise
                     finally:
                         self.limiter.release()
                 finally:
@@ -213,16 +210,26 @@ class ModelCaller:
             f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
             status=last_error.status, kind=last_error.kind)
 
-    def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int) -> None:
+    async def _reserve(self, item_key: str | None, req: LLMRequest, est_tokens: int) -> None:
+        """Hold the call's worst-case cost. While it would fit once the calls in flight settle
+        (their real cost is mostly far below what they hold), wait for them, keeping this
+        call's slot; stop the run (or fail the cell, per item) only when it cannot fit with
+        nothing else in flight."""
         if self.budget is None:
             return
-        try:
-            self.budget.reserve(item_key, req, est_tokens)
-        except BudgetExceeded as exc:
-            if exc.whole_run:
-                self.stop(exc.message, status="budget_exceeded")
-                raise RunStopped(exc.message) from None
-            raise
+        while True:
+            if self.stop_reason:
+                raise RunStopped(self.stop_reason)
+            try:
+                if self.budget.reserve(item_key, req, est_tokens, may_wait=True):
+                    return
+            except BudgetExceeded as exc:
+                if exc.whole_run:
+                    self.stop(exc.message, status="budget_exceeded")
+                    raise RunStopped(exc.message) from None
+                raise
+            await self.budget.settled()
+
 
     async def _send_hedged(self, req: LLMRequest, alias: str, stage_id: str | None,
                            est_tokens: int) -> tuple[LLMResponse, list[Hedge]]:

@@ -3,9 +3,9 @@
 Each lane enforces what the spec's `limits:` say (concurrency, rpm, tpm) and reacts to the
 provider. A single 429 only delays its own retry (by its Retry-After). When 429s dominate the
 lane's recent replies (the provider is saturated, not merely noisy), the whole lane pauses
-for the Retry-After and — where no limit was configured — halves its concurrency, then
-recovers by one slot per window of successes: a run converges on what the provider allows
-instead of storming it, and occasional 429s do not throttle a healthy run.
+for the Retry-After (`MAX_PAUSE` at most) and — where no limit was configured — halves its
+concurrency, then recovers by one slot per window of successes: a run converges on what the
+provider allows instead of storming it, and occasional 429s do not throttle a healthy run.
 
 Requests and tokens are spaced evenly (GCRA): a lane with `rpm: 600` admits one request
 every 100 ms, which keeps every 60-second window at or under the limit while still using it.
@@ -28,6 +28,8 @@ WINDOW = 40              # replies remembered per lane (at least two rounds of i
 MIN_SAMPLES = 10         # before that, a few 429s say little
 SATURATION_SHARE = 0.4   # this share of 429s means the provider is pushing back, not noisy
 # (with 10% random 429s, 16 of 40 happens with probability ~3e-5: noise practically never cuts)
+MAX_PAUSE = 60.0         # seconds: no lane pause is longer than the retry policy's longest wait
+# (a Retry-After far beyond it is refused by the caller as an exhausted quota, not waited out)
 
 
 @dataclass
@@ -121,7 +123,8 @@ class RateGovernor:
                 lane.last_cut = now
                 lane.recent.clear()
                 if error.retry_after:
-                    lane.paused_until = max(lane.paused_until, loop_now + error.retry_after)
+                    pause = min(error.retry_after, MAX_PAUSE)
+                    lane.paused_until = max(lane.paused_until, loop_now + pause)
                 if lane.adaptive:
                     lane.cuts += 1
                     lane.successes = 0

@@ -122,7 +122,8 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             FROM tool_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
         n_items = con.execute("SELECT count(*) FROM items WHERE run_id = ?", [run_id]).fetchone()[0]
         errors = _rows(con, """
-            SELECT stage_id, error_type, regexp_replace(error, '''[^'']{25,}''', '''…''', 'g') AS error,
+            SELECT stage_id, error_type,
+                   regexp_replace(replace(error, item_key, '<account>'), '''[^'']{25,}''', '''…''', 'g') AS error,
                    count(*) AS count, min(item_key) AS example_item
             FROM cells WHERE run_id = ? AND status = 'failed'
             GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
@@ -202,7 +203,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "stale": run["status"] == "running" and looks_dead(run),
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
-        "grid_truncated": n_items > grid_limit,
+        "grid_truncated": n_items > grid_limit, "grid_items": n_items,
         "run_outputs": run_outputs,
         "top_errors": errors, "call_errors": call_errors, "denied_tool_calls": [
             {**d, "arguments": _json(d["arguments"])} for d in denied],
@@ -302,8 +303,9 @@ def load_run_state(path: Path, run_id: str):
             raise NotFound("this run log has no runs yet")
         run_id = resolve_run_id(con, run_id)
         run = get_run(con, run_id)
-        cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type "
-                           "FROM cells WHERE run_id = ?", [run_id])
+        cells = _rows(con, "SELECT item_key, stage_id, status, output, error, error_type, "
+                           "attempts, input_tokens, output_tokens, cost_usd, started_at, "
+                           "ended_at, duration_ms FROM cells WHERE run_id = ?", [run_id])
         actions = _rows(con, "SELECT * FROM actions WHERE run_id = ?", [run_id])
         items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ? ORDER BY seq",
                       [run_id])
@@ -318,6 +320,21 @@ def load_run_state(path: Path, run_id: str):
     done_spans = {s["span_id"]: {**s, "output": _json(s["output"])} for s in spans}
     run_outputs = {o["stage_id"]: {**o, "output": _json(o["output"])} for o in outputs}
     return run, prior, ledger, rows, done_spans, run_outputs
+
+
+def usage_so_far(path: Path, run_id: str) -> tuple[dict[str, dict[str, Any]], int]:
+    """A stored run's LLM usage by stage, and its tool calls: a resumed run's totals go on
+    from these."""
+    with store.connect(path, read_only=True) as con:
+        stages = _rows(con, """
+            SELECT stage_id, count(*) AS llm_calls,
+                   coalesce(sum(input_tokens), 0)::BIGINT AS input_tokens,
+                   coalesce(sum(output_tokens), 0)::BIGINT AS output_tokens,
+                   coalesce(sum(cost_usd), 0)::DOUBLE AS cost_usd,
+                   count(*) FILTER (WHERE cost_usd IS NULL AND status <> 'error') AS unpriced_calls
+            FROM llm_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
+        tools = con.execute("SELECT count(*) FROM tool_calls WHERE run_id = ?", [run_id]).fetchone()[0]
+    return {s.pop("stage_id"): s for s in stages}, tools
 
 
 def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
@@ -426,3 +443,12 @@ def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[st
     rows = [{"item_key": i["item_key"], "input": _json(i["input"]),
              "stages": {s: by_item.get(i["item_key"], {}).get(s) for s in stages}} for i in items]
     return {"run_id": run_id, "stage": stage, "stages": stages, "rows": rows}
+
+
+def run_spending(path: Path, run_id: str) -> dict[str | None, float]:
+    """USD a run has spent so far by item key (None: calls of no item, such as a reduce's),
+    summed from its `llm_calls`: where a resumed or retried run's budget starts."""
+    with store.connect(path, read_only=True) as con:
+        rows = con.execute("SELECT item_key, sum(cost_usd) FROM llm_calls WHERE run_id = ? "
+                           "AND cost_usd IS NOT NULL GROUP BY item_key", [run_id]).fetchall()
+    return {item_key: float(usd) for item_key, usd in rows if usd}

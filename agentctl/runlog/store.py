@@ -92,7 +92,7 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
                     continue
                 if _is_lock_error(exc):
                     raise RunLogError(f"run log {path} stayed locked by another process for "
-                                      f"{lock_wait:.0f}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
+                                      f"{lock_wait:g}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
                 raise RunLogError(f"cannot open run log {path}: {exc}") from exc
         try:
             _check_ours(con, path)

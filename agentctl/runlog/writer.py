@@ -2,7 +2,9 @@
 
 Rows are appended as NDJSON to a temp file and loaded with one `read_json` per table per
 flush (~50x faster than row-by-row inserts). The connection is held only while flushing, so
-other processes can read or write the same file between flushes (see store.py).
+other processes can read or write the same file between flushes (see store.py). A batch that
+finds the file locked by another process stays queued and is retried, so no row is lost to a
+lock. Durable flushes are group commits: every request waiting when a write starts shares it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agentctl.runlog import store
 from agentctl.errors import RunLogError
@@ -101,20 +103,56 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+# How long the writer keeps trying while another process holds the file, in lock waits
+# (AGENTCTL_DB_LOCK_WAIT, 60 s by default, so 10 minutes): until then nothing is dropped and
+# durable flushes wait; after it, the run is stopped and the end of the run gives up.
+GIVE_UP_LOCK_WAITS = 10
+
+Waiter = Callable[[str | None], None]  # told None once its rows are on disk, else why not
+
+
 @dataclass
 class _Batch:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     statements: list[tuple[str, list]] = field(default_factory=list)
     latest: dict[str, tuple[str, list]] = field(default_factory=dict)  # key -> newest statement
-    waiters: list[threading.Event] = field(default_factory=list)
+    waiters: list[Waiter] = field(default_factory=list)
+    count: int = 0  # rows
 
     def empty(self) -> bool:
         return not self.rows and not self.statements and not self.latest
 
+    def wake(self, error: str | None) -> None:
+        waiters, self.waiters = self.waiters, []
+        for wake in waiters:
+            wake(error)
+
+
+class _StillLocked(Exception):
+    """The writer gave up: another process held the file for `held` seconds."""
+
+    def __init__(self, held: float):
+        super().__init__(f"locked by another process for {_secs(held)}")
+        self.held = held
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """store.connect gave up waiting for another process's lock (nothing was written)."""
+    cause = exc.__cause__
+    return isinstance(exc, RunLogError) and isinstance(cause, Exception) and store._is_lock_error(cause)
+
 
 class LogWriter:
     """Thread-backed batched writer. Call ``start()``, ``add()``/``execute()`` from anywhere,
-    ``flush()`` to force a durable write, ``close()`` at the end (flushes)."""
+    ``flush()``/``aflush()`` to force a durable write, ``close()`` at the end (flushes).
+
+    A batch that cannot be written because another process holds the file stays queued, with
+    later rows appended behind it, and is retried every cycle; it lands once the lock goes.
+    Only a lock held for GIVE_UP_LOCK_WAITS lock waits in a row gives up (see `_stuck`)."""
 
     def __init__(self, path: Path, *, interval: float = 0.5, max_rows: int = 5000):
         self.path = path
@@ -126,12 +164,17 @@ class LogWriter:
         self._closed = False
         self.flushes = 0
         self.rows_written = 0
+        self.rows_lost = 0   # dropped after the writer gave up
         self._in_batch = 0   # rows taken off the queue into the batch being built or written
         self._version = 0
+        self._give_up_s = 0.0
+        self._locked_since: float | None = None  # start of the current run of failed attempts
+        self._retry_at = 0.0
 
     # -- producer side ---------------------------------------------------------------------
     def start(self) -> "LogWriter":
         store.ensure_schema(self.path)
+        self._give_up_s = GIVE_UP_LOCK_WAITS * store._lock_wait_s()
         self._thread = threading.Thread(target=self._loop, name="agentctl-runlog", daemon=True)
         self._thread.start()
         return self
@@ -143,7 +186,11 @@ class LogWriter:
     def backlog(self) -> int:
         """Rows handed over but not yet written: the engine stops admitting accounts while
         this is high, so a fast producer (the mock model) cannot outrun the disk and grow
-        memory with the input."""
+        memory with the input. Raises once the file has been locked for too long, which stops
+        the run instead of spending on work that may never be logged."""
+        self._raise_if_failed()
+        if self._stuck():
+            raise RunLogError(self._stuck_message())
         return self._q.qsize() + self._in_batch
 
     def execute(self, sql: str, params: list | None = None) -> None:
@@ -161,13 +208,41 @@ class LogWriter:
         """Block until everything queued so far is in the database."""
         self._raise_if_failed()
         done = threading.Event()
-        self._q.put(("flush", done, None))
+        answer: list[str | None] = []
+
+        def wake(error: str | None) -> None:
+            answer.append(error)
+            done.set()
+
+        self._q.put(("flush", wake, None))
         if not done.wait(timeout):
             raise RunLogError(f"run log {self.path}: flush did not finish in {timeout}s")
         self._raise_if_failed()
+        if answer[0] is not None:
+            raise RunLogError(answer[0])
 
     async def aflush(self) -> None:
-        await asyncio.to_thread(self.flush)
+        """flush() for a coroutine: it waits on a future, not on a worker thread, so any
+        number of concurrent actions can wait for (and share) the same write."""
+        self._raise_if_failed()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def settle(error: str | None) -> None:
+            if not future.done():  # a cancelled waiter (Ctrl-C) is gone
+                future.set_result(error)
+
+        def wake(error: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+        self._q.put(("flush", wake, None))
+        error = await future
+        self._raise_if_failed()
+        if error is not None:
+            raise RunLogError(error)
 
     def close(self) -> None:
         if self._closed or self._thread is None:
@@ -179,53 +254,125 @@ class LogWriter:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RunLogError(f"writing the run log {self.path} failed: {self._error}") from self._error
+            raise RunLogError(self._failure()) from self._error
+
+    def _failure(self) -> str:
+        """Why nothing more is written, and what was lost."""
+        if isinstance(self._error, _StillLocked):
+            return (f"run log {self.path} stayed locked by another process for "
+                    f"{_secs(self._error.held)}, so the last {self.rows_lost} rows of this run were "
+                    "not written; `agentctl resume` on this run redoes their work once the file "
+                    "is free (close the program holding it, or raise AGENTCTL_DB_LOCK_WAIT)")
+        lost = (f"; {self.rows_lost} rows of this run were not written (`agentctl resume` on "
+                "this run redoes their work)") if self.rows_lost else ""
+        return f"writing the run log {self.path} failed: {self._error}{lost}"
+
+    def _stuck(self) -> bool:
+        """The file has been locked by another process for the whole give-up time."""
+        since = self._locked_since
+        return since is not None and time.monotonic() - since >= self._give_up_s
+
+    def _stuck_message(self) -> str:
+        waiting = self._q.qsize() + self._in_batch
+        held = time.monotonic() - (self._locked_since or time.monotonic())
+        return (f"run log {self.path} has been locked by another process for {_secs(held)} and "
+                f"{waiting} {'row is' if waiting == 1 else 'rows are'} waiting to be written; "
+                "close the program holding the file (e.g. a DuckDB session), or raise "
+                "AGENTCTL_DB_LOCK_WAIT")
 
     # -- writer thread ---------------------------------------------------------------------
     def _loop(self) -> None:
         batch = _Batch()
-        count = 0
-        next_flush = time.monotonic() + self.interval
-        stop = False
-        while not stop:
-            timeout = max(0.0, next_flush - time.monotonic())
+        next_write = time.monotonic() + self.interval
+        stopping = False
+        while True:
             try:
-                kind, a, b = self._q.get(timeout=timeout)
-                if kind == "row":
-                    batch.rows.setdefault(a, []).append(b)
-                    count += 1
-                    self._in_batch += 1
-                elif kind == "sql":
-                    # statements run after the rows queued before them
-                    self._write(batch)
-                    batch = _Batch(statements=[(a, b)])
-                    count = 0
-                elif kind == "latest":
-                    batch.latest[a] = b
-                elif kind == "flush":
-                    batch.waiters.append(a)
-                    next_flush = 0
-                elif kind == "stop":
-                    stop = True
+                msg = self._q.get(timeout=max(0.0, self._write_at(batch, next_write, stopping)
+                                              - time.monotonic()))
             except queue.Empty:
-                pass
-            now = time.monotonic()
-            if stop or now >= next_flush or count >= self.max_rows:
-                self._write(batch)
+                msg = None
+            # Group commit: take everything queued by now, so every durable flush waiting at
+            # this moment shares one write; those that come during the write share the next.
+            while msg is not None:
+                stopping = self._take(batch, msg) or stopping
+                if batch.count >= self.max_rows:
+                    break
+                try:
+                    msg = self._q.get_nowait()
+                except queue.Empty:
+                    msg = None
+            if time.monotonic() < self._write_at(batch, next_write, stopping):
+                continue
+            if self._write(batch, final=stopping):
                 batch = _Batch()
-                count = 0
-                next_flush = time.monotonic() + self.interval
+                if stopping:
+                    return
+            next_write = time.monotonic() + self.interval
 
-    def _write(self, batch: _Batch) -> None:
+    def _write_at(self, batch: _Batch, next_write: float, stopping: bool) -> float:
+        """When the batch should be written: at once for a flush, a stop or a full batch,
+        else at the periodic time; after a failed attempt, not before a short pause (with a
+        lock wait of 0, retrying at once would spin)."""
+        urgent = stopping or batch.waiters or batch.count >= self.max_rows
+        at = 0.0 if urgent else next_write
+        return max(at, self._retry_at) if self._locked_since is not None else at
+
+    def _take(self, batch: _Batch, msg: tuple) -> bool:
+        """Add one queued message to the batch; True for the stop message."""
+        kind, a, b = msg
+        if kind == "row":
+            batch.rows.setdefault(a, []).append(b)
+            batch.count += 1
+            self._in_batch += 1
+        elif kind == "sql":  # runs after every row queued before it, in the same transaction
+            batch.statements.append((a, b))
+        elif kind == "latest":
+            batch.latest[a] = b
+        elif kind == "flush":
+            batch.waiters.append(a)
+        return kind == "stop"
+
+    def _write(self, batch: _Batch, *, final: bool) -> bool:
+        """Write the batch; False when it stays queued because another process holds the file."""
+        if batch.empty():
+            batch.wake(None)
+            return True
+        if self._error is not None:  # an earlier write failed for good: nothing more lands
+            self._drop(batch)
+            return True
+        attempt = time.monotonic()
         try:
-            if not batch.empty() and self._error is None:
-                self._write_batch(batch)
+            self._write_batch(batch)
         except BaseException as exc:  # recorded, re-raised to producers
-            self._error = exc
-        finally:
-            self._in_batch -= sum(len(r) for r in batch.rows.values())
-            for ev in batch.waiters:
-                ev.set()
+            if not _is_locked(exc):
+                self._error = exc
+                self._drop(batch)
+                return True
+            if self._locked_since is None:
+                self._locked_since = attempt
+            self._retry_at = time.monotonic() + min(self.interval, 1.0)
+            if self._stuck():
+                if final:
+                    self._give_up(batch)
+                    return True
+                batch.wake(self._stuck_message())  # the rows stay queued
+            return False
+        self._locked_since = None
+        self._in_batch -= batch.count
+        batch.wake(None)
+        return True
+
+    def _drop(self, batch: _Batch) -> None:
+        self.rows_lost += batch.count
+        self._in_batch -= batch.count
+        batch.wake(self._failure())
+
+    def _give_up(self, batch: _Batch) -> None:
+        """The end of the run, and the file is still locked: say what is lost and how to get it
+        back. The run row still says `running`, but its pid is gone, so `runs` shows it as
+        stale and `resume` takes it up."""
+        self._error = _StillLocked(time.monotonic() - (self._locked_since or time.monotonic()))
+        self._drop(batch)
 
     def _write_batch(self, batch: _Batch) -> None:
         files: list[str] = []
@@ -238,7 +385,7 @@ class LogWriter:
                     con.execute(sql, params)
                 con.execute("COMMIT")
             self.flushes += 1
-            self.rows_written += sum(len(r) for r in batch.rows.values())
+            self.rows_written += batch.count
         finally:
             for f in files:
                 try:

@@ -115,6 +115,9 @@ def _render_hint(exc: Exception) -> str | None:
         return "check the name against the input columns and the needed stages' outputs"
     if isinstance(exc, SecurityError):
         return "templates may not reach into Python internals"
+    if isinstance(exc, TypeError) and "not supported between" in str(exc):
+        return ("values read from a CSV are text: compare numbers as numbers, e.g. "
+                "account.employees | int > 100")
     return None
 
 

@@ -29,13 +29,19 @@ def parse_settings(model: type[S], name: str, spec: ToolSpec, *, spec_file: str 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # a misspelt key first: the "Field required" it causes is the same mistake
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         loc = ".".join(str(p) for p in first["loc"])
         path = f"tools.{name}.{loc}" if loc else f"tools.{name}"
         message = first["msg"]
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or k for k, f in model.model_fields.items()))
-            message = f"unknown setting for a {spec.type} tool (allowed: {allowed})"
+            import difflib
+
+            names = sorted(f.alias or k for k, f in model.model_fields.items())
+            close = difflib.get_close_matches(str(first["loc"][-1]), names, n=1, cutoff=0.6)
+            message = f"unknown setting for a {spec.type} tool (" + (
+                f"did you mean '{close[0]}'?)" if close else f"allowed: {', '.join(names)})")
         more = len(exc.errors()) - 1
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
