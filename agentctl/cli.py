@@ -141,11 +141,19 @@ def run(
 
     def body() -> int:
         prep = runner.prepare_run(opts)
+        _warn_columns(prep.spec, prep.summary.columns, accounts)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),
                                  display=_display(as_json))
         return _finish(outcome, as_json)
 
     raise typer.Exit(guarded(body))
+
+
+def _warn_columns(spec, columns: list[str], accounts: str) -> None:
+    from agentctl.spec.checks import unknown_columns
+
+    for line in unknown_columns(spec.columns_read, columns, accounts, spec.source):
+        err.print(f"warning: {line}", highlight=False, markup=False)
 
 
 def _announce(run_id: str, as_json: bool) -> None:
@@ -292,6 +300,7 @@ def validate(
         if accounts is not None:
             summary = AccountsFile(accounts, spec.pipeline.input).validate()
             doc["accounts"] = {"path": summary.path, "rows": summary.rows, "format": summary.format}
+            _warn_columns(spec, summary.columns, accounts)
         if as_json:
             print(json.dumps(doc, indent=2))
         else:

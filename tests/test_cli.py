@@ -257,6 +257,20 @@ def test_a_when_that_fails_on_csv_text_says_how_to_compare_numbers(tmp_path, db)
     assert all("account.employees | int > 100" in r["error"] for r in rows)
 
 
+def test_a_column_the_accounts_file_lacks_is_a_warning_before_the_run(tmp_path, db):
+    stages = default_stages()[:1]
+    stages[0] = {**stages[0], "prompt": stages[0]["prompt"] + " Sector: {{ account.industy }}"}
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", stages=stages,
+                      extra={"input": {"required": []}})
+    line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if "prompt:" in t)
+    accounts = write_accounts(tmp_path, 2)
+    for args in (["validate", spec, accounts], ["run", spec, accounts, "--mock"]):
+        res = run_inproc(*args)
+        warning = next(x for x in res.stderr.splitlines() if x.startswith("warning:"))
+        assert f"pipeline.yaml:{line} at stages[0].prompt: account.industy is not a column of" \
+            in warning and "did you mean 'industry'?" in warning
+
+
 def test_usage_errors_are_one_line(tmp_path, db):
     for args in (["run"], ["bogus"], ["runs", "--limit", "x"]):
         proc = run_cli(*args)

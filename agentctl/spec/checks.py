@@ -226,7 +226,8 @@ class _Where:
 
 
 def _check_refs(refs: templates.TemplateRefs, what: str, stage: Any, pipeline: Pipeline,
-                at: _Where, slot: PromptSlot | None = None) -> list[Problem]:
+                at: _Where, slot: PromptSlot | None = None,
+                columns_read: list[tuple[str, Problem]] | None = None) -> list[Problem]:
     found = []
     stage_ids = {s.id for s in pipeline.stages}
     item_scope = slot is None or slot.item_scope
@@ -265,6 +266,8 @@ def _check_refs(refs: templates.TemplateRefs, what: str, stage: Any, pipeline: P
                 found.append(at.problem(
                     f"{root}.{key} is not a required input column",
                     f"add it to input.required or fix the name{guess}", line))
+        elif root in ("account", "item") and item_scope and columns_read is not None:
+            columns_read.append((key, at.problem(f"{root}.{key}", None, line)))
         elif root == "run" and key not in templates.RUN_FIELDS:
             found.append(at.problem(f"run.{key} does not exist",
                                     did_you_mean(key, templates.RUN_FIELDS, what="run fields"),
@@ -279,7 +282,8 @@ def _check_refs(refs: templates.TemplateRefs, what: str, stage: Any, pipeline: P
 
 
 def _check_one(text: str, kind: str, stage: Any, pipeline: Pipeline, at: _Where,
-               parse: Callable[[str], Any], slot: PromptSlot | None = None) -> list[Problem]:
+               parse: Callable[[str], Any], slot: PromptSlot | None = None,
+               columns_read: list[tuple[str, Problem]] | None = None) -> list[Problem]:
     try:
         ast = parse(text)
         refs = templates.template_refs(ast)
@@ -287,13 +291,16 @@ def _check_one(text: str, kind: str, stage: Any, pipeline: Pipeline, at: _Where,
         return [at.problem(f"{kind} does not parse: {exc.message}",
                            "check the Jinja2 syntax: {{ value }}, {% if %}...{% endif %}",
                            exc.lineno)]
-    return _check_refs(refs, kind, stage, pipeline, at, slot)
+    return _check_refs(refs, kind, stage, pipeline, at, slot, columns_read)
 
 
 def check_templates(pipeline: Pipeline, prompts: dict[str, str], prompt_files: dict[str, str],
-                    src: "SourceMap") -> None:
-    """Parse every prompt and condition and check the names they read."""
+                    src: "SourceMap") -> list[tuple[str, Problem]]:
+    """Parse every prompt and condition and check the names they read. Returns the input
+    columns they read (with where), when `input.required` does not list them, so that the
+    accounts file can be checked once it is known (`unknown_columns`)."""
     found: list[Problem] = []
+    columns_read: list[tuple[str, Problem]] = []
     for i, stage in enumerate(pipeline.stages):
         here = f"stages[{i}]"
         kind = stage_type(stage)
@@ -305,11 +312,31 @@ def check_templates(pipeline: Pipeline, prompts: dict[str, str], prompt_files: d
             else:
                 at = _Where(f"{here}.{slot.path}", src)
             found += _check_one(prompts[slot.key], slot.what, stage, pipeline, at,
-                                templates.parse_template, slot)
+                                templates.parse_template, slot, columns_read)
         for path, expr, label in kind.conditions(stage):
             found += _check_one(expr, label, stage, pipeline, _Where(f"{here}.{path}", src),
-                                templates.parse_expression)
+                                templates.parse_expression, columns_read=columns_read)
         if stage.when is not None:
             found += _check_one(stage.when, "'when'", stage, pipeline,
-                                _Where(f"{here}.when", src), templates.parse_expression)
+                                _Where(f"{here}.when", src), templates.parse_expression,
+                                columns_read=columns_read)
     _raise(found, src)
+    return columns_read
+
+
+def unknown_columns(columns_read: list[tuple[str, Problem]], columns: list[str],
+                    accounts: str, src: "SourceMap") -> list[str]:
+    """Warnings for the input columns templates read that the accounts file does not have
+    (a template may guard them with `is defined`, so these warn rather than refuse)."""
+    out, seen = [], set()
+    for key, where in columns_read:
+        if key in columns or (key, where.path) in seen:
+            continue
+        seen.add((key, where.path))
+        line = where.line if where.line is not None else src.line(where.path)
+        close = difflib.get_close_matches(key, columns, n=1, cutoff=0.6)
+        out.append(f"{where.file or src.file}:{line} at {where.path}: {where.message} is not a "
+                   f"column of {accounts}" + (f" (did you mean '{close[0]}'?)" if close else
+                                              f" (columns: {', '.join(columns)})")
+                   + "; cells that read it will fail")
+    return out

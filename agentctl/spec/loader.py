@@ -475,6 +475,7 @@ class LoadedSpec:
     order: list[str]
     source: SourceMap = field(repr=False)
     model_override: str | None = None
+    columns_read: list = field(default_factory=list, repr=False)  # see checks.unknown_columns
 
     def resolve_path(self, rel: str, *, what: str, yaml_path: str,
                      must_exist: bool = False) -> Path:
@@ -563,12 +564,13 @@ def load_spec_data(data: dict[str, Any], *, path: Path, text: str = "",
             systems[name] = _read(file, what="system file", yaml_path=where, src=src)
         else:
             systems[name] = agent.system or ""
-    checks.check_templates(pipeline, prompts, prompt_files, src)
+    columns_read = checks.check_templates(pipeline, prompts, prompt_files, src)
 
     resolved_path = Path(path).resolve()
     return LoadedSpec(pipeline=pipeline, path=resolved_path, text=text,
                       sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                      prompts=prompts, systems=systems, order=order, source=src)
+                      prompts=prompts, systems=systems, order=order, source=src,
+                      columns_read=columns_read)
 
 
 def load_spec_text(text: str, *, path: Path,
