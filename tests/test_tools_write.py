@@ -195,6 +195,9 @@ def test_unsafe_keys_and_headers(tmp_path: Path):
     assert Path(result["path"]).parent == tmp_path / "outbox"
     with pytest.raises(ToolError, match="single line"):
         send(tool, subject="Hi\r\nBcc: everyone@example.com")
+    # refused when the model calls, before any action waits for approval
+    with pytest.raises(ToolError, match="invalid arguments: subject must be a single line"):
+        tool.validate_args({"to": "a@example.com", "subject": "Hi\nBcc: x@example.com", "body": "b"})
     with pytest.raises(ToolError, match="invalid arguments"):
         send(tool, to="not-an-address")
 

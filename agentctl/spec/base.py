@@ -80,7 +80,7 @@ class StageBase(Strict):
     id: Ident = Field(description="unique stage id; later stages read its output as `<id>.<field>`")
     needs: list[str] = Field(default_factory=list, description="stages whose outputs this one reads")
     when: str | None = Field(default=None, description="Jinja2 expression; false skips the item")
-    description: str | None = Field(default=None, description="free text, shown by `validate`")
+    description: str | None = Field(default=None, description="free text for the spec's readers")
 
 
 def check_one_prompt(model: Any, *, what: str, text: str = "prompt", required: bool = True) -> None:

@@ -99,6 +99,15 @@ class SendEmailTool(Tool):
             if var and var not in os.environ:
                 raise ConfigError(f"tool {self.name!r}: environment variable {var} (smtp credentials) is not set")
 
+    def validate_args(self, args: dict) -> dict:
+        """Also refuses a multi-line `to` or `subject` here, when the model calls, rather than
+        after a human has approved the action."""
+        args = super().validate_args(args)
+        for field in ("to", "subject"):
+            if "\r" in args[field] or "\n" in args[field]:
+                raise ToolError(f"invalid arguments: {field} must be a single line")
+        return args
+
     async def call(self, args: dict, ctx: ToolContext) -> dict:
         for field in ("to", "subject"):
             if "\r" in args[field] or "\n" in args[field]:
