@@ -461,6 +461,10 @@ def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
     ok = sum(c.get("ok", 0) for c in counts.values())
     assert 0 < ok < 2 * n
     assert counts["research"]["ok"] < n
+    # the requests in flight at Ctrl-C have rows too: a provider may bill them
+    rows = db_rows(db, "SELECT status, error_type FROM llm_calls WHERE run_id = ?", [run_id])
+    assert len(rows) >= len(llm.requests)
+    assert any(r["status"] == "cancelled" and r["error_type"] == "Cancelled" for r in rows)
     ended = db_rows(db, "SELECT ended_at, error FROM runs WHERE run_id = ?", [run_id])[0]
     assert ended["ended_at"] is not None and "interrupt" in ended["error"]
 

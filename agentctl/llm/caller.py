@@ -131,7 +131,7 @@ class ModelCaller:
                     await self.limiter.acquire(priority)
                     t0 = time.perf_counter()
                     started_at = utcnow()
-                    held = False
+                    held = sent = False
                     try:
                         if self.stop_reason:  # the run stopped while this call waited for a slot
                             raise RunStopped(self.stop_reason)
@@ -140,15 +140,19 @@ class ModelCaller:
                         held = self.budget is not None
                         t0 = time.perf_counter()  # a wait for money is not the call's latency
                         started_at = utcnow()
+                        sent = True
                         resp, hedges = await self._send_hedged(req, alias, stage_id, est_tokens)
                     except ProviderError as exc:
                         error = self.policy.refuse_long_wait(exc, req.model, self.run_id)
                         hedges = getattr(exc, "hedges", [])
-                    except BaseException:
+                    except BaseException as exc:
                         # cancelled (a failed sibling, Ctrl-C): no settle follows, and a hold
                         # left behind would keep calls waiting for money that never frees
                         if held:
                             self.budget.release_hold(id(req))
+                        if sent and isinstance(exc, asyncio.CancelledError):
+                            self._log_stopped(req, alias, usage, purpose, started_at,
+                                              (time.perf_counter() - t0) * 1000)
                         raise
                     finally:
                         self.limiter.release()
@@ -301,6 +305,25 @@ class ModelCaller:
         while taken:
             taken.pop()()
         return False
+
+    def _log_stopped(self, req: LLMRequest, alias: str, usage: "CellUsage", purpose: str,
+                     started_at, latency_ms: float) -> None:
+        """A request in flight when its cell was cancelled (Ctrl-C, SIGTERM, a failed panel
+        sibling): the provider may have received and billed it, so it gets a row too."""
+        usage.attempts += 1
+        if self.on_usage:
+            self.on_usage(req.meta.get("stage_id"), None)
+        self.record({
+            "call_id": uuid.uuid4().hex, "run_id": self.run_id,
+            "item_key": req.meta.get("item_key"), "stage_id": req.meta.get("stage_id"),
+            "agent": req.meta.get("agent"), "alias": alias, "model": req.model,
+            "attempt": usage.attempts, "purpose": purpose, "request": req.loggable(),
+            "response": None, "status": "cancelled",
+            "error": "stopped while in flight (no reply was read; the provider may still bill it)",
+            "error_type": "Cancelled", "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+            "latency_ms": latency_ms, "wait_ms": None, "cache_hit": False,
+            "started_at": started_at, "request_hash": req.cache_key(),
+            "span_id": req.meta.get("span_id")})
 
     def _log_hedge(self, req: LLMRequest, alias: str, usage: "CellUsage", hedge: Hedge) -> None:
         """The duplicate's own row: no reply, no tokens, no cost (the attempt's row has them)."""

@@ -69,7 +69,8 @@ CREATE TABLE llm_calls (
     purpose       VARCHAR,                 -- initial | retry | repair | tool_round
     request       JSON,                    -- messages, tools, response_format, params (never keys)
     response      JSON,                    -- content, tool_calls, finish_reason, usage
-    status        VARCHAR NOT NULL,        -- ok | invalid (reply failed the schema) | error
+    status        VARCHAR NOT NULL,        -- ok | invalid (reply failed the schema) | error | cancelled (a hedge that lost, or
+                                           --   in flight when its cell was stopped: Ctrl-C, SIGTERM, a failed panel sibling)
     error         VARCHAR,
     error_type    VARCHAR,
     input_tokens  BIGINT,
