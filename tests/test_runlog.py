@@ -343,17 +343,23 @@ def test_a_run_log_locked_past_the_lock_wait_mid_run_loses_no_row(tmp_path):
     assert db_rows(path, "SELECT count(*) AS n FROM items WHERE run_id = ?", [run_id])[0]["n"] == n
 
 
+def writer_on_a_held_file(path: Path, monkeypatch, *, lock_wait: str, hold_s: float):
+    """A LogWriter on `path` while another process holds the file for `hold_s` seconds."""
+    monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", lock_wait)
+    writer = LogWriter(path, interval=0.1).start()
+    holder = subprocess.Popen([sys.executable, "-c", GRABBER, str(path), str(hold_s)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().startswith("locked")
+    return path, writer, holder
+
+
 def test_log_writer_keeps_a_batch_it_could_not_write_and_lands_it_in_order(tmp_path, monkeypatch):
     """Rows handed over while the file is locked (0.2 s lock wait, held 2 s) stay queued in
     order: a durable flush waits for the lock to go instead of failing, and a cell recorded
     again after a failed attempt keeps its newer version."""
-    monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", "0.2")
-    path = tmp_path / "held.duckdb"
-    writer = LogWriter(path, interval=0.1).start()
-    holder = subprocess.Popen([sys.executable, "-c", GRABBER, str(path), "2"],
-                              stdout=subprocess.PIPE, text=True)
+    path, writer, holder = writer_on_a_held_file(tmp_path / "held.duckdb", monkeypatch,
+                                                 lock_wait="0.2", hold_s=2)
     try:
-        assert holder.stdout.readline().startswith("locked")
         for i in range(10):
             writer.add("cells", cell_row(f"k{i}", "failed"))
         time.sleep(0.6)  # a few attempts fail meanwhile
@@ -408,13 +414,9 @@ def test_log_writer_stops_admission_once_the_file_has_been_locked_too_long(tmp_p
     rows stay queued and land if the lock goes before the end."""
     from agentctl.errors import RunLogError
 
-    monkeypatch.setenv("AGENTCTL_DB_LOCK_WAIT", "0.1")
-    path = tmp_path / "stuck.duckdb"
-    writer = LogWriter(path, interval=0.1).start()
-    holder = subprocess.Popen([sys.executable, "-c", GRABBER, str(path), "5"],
-                              stdout=subprocess.PIPE, text=True)
+    path, writer, holder = writer_on_a_held_file(tmp_path / "stuck.duckdb", monkeypatch,
+                                                 lock_wait="0.1", hold_s=5)
     try:
-        assert holder.stdout.readline().startswith("locked")
         writer.add("cells", cell_row("a"))
         assert writer.backlog() == 1  # not stuck yet: rows wait
         with pytest.raises(RunLogError, match="1 rows? (is|are) waiting"):

@@ -310,23 +310,22 @@ class ModelCaller:
                      started_at, latency_ms: float) -> None:
         """A request in flight when its cell was cancelled (Ctrl-C, SIGTERM, a failed panel
         sibling): the provider may have received and billed it, so it gets a row too."""
-        usage.attempts += 1
-        if self.on_usage:
-            self.on_usage(req.meta.get("stage_id"), None)
-        self.record({
-            "call_id": uuid.uuid4().hex, "run_id": self.run_id,
-            "item_key": req.meta.get("item_key"), "stage_id": req.meta.get("stage_id"),
-            "agent": req.meta.get("agent"), "alias": alias, "model": req.model,
-            "attempt": usage.attempts, "purpose": purpose, "request": req.loggable(),
-            "response": None, "status": "cancelled",
-            "error": "stopped while in flight (no reply was read; the provider may still bill it)",
-            "error_type": "Cancelled", "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
-            "latency_ms": latency_ms, "wait_ms": None, "cache_hit": False,
-            "started_at": started_at, "request_hash": req.cache_key(),
-            "span_id": req.meta.get("span_id")})
+        self._log_no_reply(
+            req, alias, usage, purpose=purpose, request=req.loggable(), status="cancelled",
+            error="stopped while in flight (no reply was read; the provider may still bill it)",
+            error_type="Cancelled", latency_ms=latency_ms, started_at=started_at)
 
     def _log_hedge(self, req: LLMRequest, alias: str, usage: "CellUsage", hedge: Hedge) -> None:
-        """The duplicate's own row: no reply, no tokens, no cost (the attempt's row has them)."""
+        """The duplicate's own row (the attempt's row has the reply, tokens and cost)."""
+        self._log_no_reply(
+            req, alias, usage, purpose="hedge", request=None,
+            status="ok" if hedge.won else "cancelled",
+            error="answered first: its reply is the attempt's" if hedge.won else hedge.error,
+            error_type=None if hedge.won else "HedgeCancelled", latency_ms=hedge.latency_ms,
+            started_at=hedge.started_at)
+
+    def _log_no_reply(self, req: LLMRequest, alias: str, usage: "CellUsage", **row: Any) -> None:
+        """A row with no reply, no tokens and no cost; it counts as one of the cell's attempts."""
         usage.attempts += 1
         if self.on_usage:
             self.on_usage(req.meta.get("stage_id"), None)
@@ -334,13 +333,9 @@ class ModelCaller:
             "call_id": uuid.uuid4().hex, "run_id": self.run_id,
             "item_key": req.meta.get("item_key"), "stage_id": req.meta.get("stage_id"),
             "agent": req.meta.get("agent"), "alias": alias, "model": req.model,
-            "attempt": usage.attempts, "purpose": "hedge", "request": None, "response": None,
-            "status": "ok" if hedge.won else "cancelled",
-            "error": "answered first: its reply is the attempt's" if hedge.won else hedge.error,
-            "error_type": None if hedge.won else "HedgeCancelled", "input_tokens": 0,
-            "output_tokens": 0, "cost_usd": 0.0, "latency_ms": hedge.latency_ms, "wait_ms": None,
-            "cache_hit": False, "started_at": hedge.started_at, "request_hash": req.cache_key(),
-            "span_id": req.meta.get("span_id")})
+            "attempt": usage.attempts, "response": None, "input_tokens": 0, "output_tokens": 0,
+            "cost_usd": 0.0, "wait_ms": None, "cache_hit": False,
+            "request_hash": req.cache_key(), "span_id": req.meta.get("span_id"), **row})
 
     async def _send(self, req: LLMRequest) -> LLMResponse:
         timeout = req.params.get("timeout")
