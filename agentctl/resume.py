@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentctl.engine.plan import StagePlan, compile_plan
 from agentctl.engine.scheduler import CellResult
@@ -24,9 +25,10 @@ class ResumeState:
     actions: dict[str, dict]                # the ledger, by idempotency key
     spans: dict[str, dict] = field(default_factory=dict)         # finished agent turns, by span id
     run_outputs: dict[str, dict] = field(default_factory=dict)   # reduce outputs, by stage
-    # USD spent by the run's earlier sessions, by item key (None: no item): the budget goes on
-    # from there, so a resume or retry cannot spend the run's limits again
-    spent_before: dict[str | None, float] = field(default_factory=dict)
+    # what the run's earlier sessions used (queries.usage_so_far): its totals go on from the
+    # stages' usage, its budget from `spent` (so a resume or retry cannot spend the limits again)
+    used: dict[str, Any] = field(default_factory=lambda: {"stages": {}, "tool_calls": 0,
+                                                          "spent": {}})
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
@@ -53,11 +55,8 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                           "wait for it, or stop it first")
     spec_path = Path(run["spec_path"])
     spec = load_spec_text(run["spec_text"], path=spec_path, stored_prompts=run["prompts"] or {})
-    if spec_path.exists():
-        import hashlib
-
-        if hashlib.sha256(spec_path.read_bytes()).hexdigest() != run["spec_sha256"]:
-            warnings.append(f"{spec_path} changed since the run started; resuming with the stored spec")
+    if spec_path.is_file() and _sha256(spec_path) != run["spec_sha256"]:
+        warnings.append(f"{spec_path} changed since the run started; resuming with the stored spec")
     args = run["args"] or {}
     opts = RunOptions(pipeline=str(spec_path), accounts=run["input_path"], db=str(db_path),
                       concurrency=args.get("concurrency"), limit=args.get("limit"),
@@ -92,7 +91,7 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
         raise ConfigError(f"run {run['run_id']} was taken up by another agentctl process "
                           "(resume or retry) just now; see `agentctl runs`")
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs,
-                             spent_before=queries.run_spending(db_path, run["run_id"])), warnings
+                             used=queries.usage_so_far(db_path, run["run_id"])), warnings
 
 
 class StoredRows:

@@ -182,7 +182,7 @@ def make_budget(prep: "Prepared", resume: "ResumeState | None" = None):
         return None
     from agentctl.llm.budget import Budget
 
-    before = dict(resume.spent_before) if resume is not None else {}
+    before = dict(resume.used["spent"]) if resume is not None else {}
     if prep.options.mock or prep.options.replay:
         return Budget(max_usd, per_item, price=lambda req, i, o: 0.0, before=before)
     from agentctl.llm.litellm_client import price_of
@@ -213,9 +213,7 @@ def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
     run_id = resume.run_id if resume else new_run_id()
     progress = RunProgress(mock=opts.mock)
     if resume is not None:
-        from agentctl.runlog.queries import usage_so_far
-
-        progress.prior_usage, progress.tool_calls = usage_so_far(prep.db_path, run_id)
+        progress.prior_usage, progress.tool_calls = resume.used["stages"], resume.used["tool_calls"]
     recorder = RunRecorder(prep.db_path, run_id).open()
     box: dict[str, Any] = {"started": False}
     status, error = "failed", None

@@ -443,7 +443,8 @@ def test_an_action_stopped_before_its_tool_ran_is_not_left_uncertain():
         async def call(args, ctx):
             called.append(args)
 
-        tool = SimpleNamespace(name="journal", call=call, accepts_idempotency_key=False, settings=None)
+        tool = SimpleNamespace(name="journal", call=call, accepts_idempotency_key=False,
+                               own_timeout=None)
         approved = {"idempotency_key": "act-1", "run_id": "r", "item_key": "a", "stage_id": "act",
                     "tool": "journal", "arguments": {}, "status": "approved", "decided_by": "bob"}
         task = asyncio.create_task(executor.execute(tool, {}, ToolContext(

@@ -73,12 +73,9 @@ class ToolExecutor:
                          for a, tools in self._granted.items()}
 
     def deadline(self, tool: Tool) -> float:
-        """The limit on one call: `tool_timeout`, or longer for a tool whose own setting
-        (an MCP `call_timeout`, a query or SMTP `timeout`) allows more, so its own clearer
-        error comes first."""
-        settings = getattr(tool, "settings", None) or getattr(getattr(tool, "server", None),
-                                                             "settings", None)
-        own = max((getattr(settings, name, None) or 0 for name in ("call_timeout", "timeout")))
+        """The limit on one call: `tool_timeout`, or longer for a tool whose own setting (an
+        MCP `call_timeout`, a query or SMTP `timeout`) allows more."""
+        own = tool.own_timeout
         return max(self.tool_timeout, own + 5) if own else self.tool_timeout
 
     def offered(self, agent: str) -> list[dict]:
@@ -133,10 +130,11 @@ class ToolExecutor:
             return finish("invalid_args", _err(exc.message), error=exc.message)
         ctx = ToolContext(run_id=self.run_id, item_key=item_key, stage_id=stage_id, agent=agent)
         if not tool.side_effects:
+            deadline = self.deadline(tool)
             try:
-                result = await asyncio.wait_for(tool.call(args, ctx), self.deadline(tool))
+                result = await asyncio.wait_for(tool.call(args, ctx), deadline)
             except asyncio.TimeoutError:
-                msg = f"tool '{tool.name}' timed out after {self.deadline(tool):g}s"
+                msg = f"tool '{tool.name}' timed out after {deadline:g}s"
                 return finish("error", _err(msg), error=msg)
             except (ToolError, AgentctlError) as exc:
                 return finish("error", _err(exc.message), error=exc.message)

@@ -322,9 +322,10 @@ def load_run_state(path: Path, run_id: str):
     return run, prior, ledger, rows, done_spans, run_outputs
 
 
-def usage_so_far(path: Path, run_id: str) -> tuple[dict[str, dict[str, Any]], int]:
-    """A stored run's LLM usage by stage, and its tool calls: a resumed run's totals go on
-    from these."""
+def usage_so_far(path: Path, run_id: str) -> dict[str, Any]:
+    """What a stored run has used, for a resume or retry to go on from: LLM usage by stage
+    (`stages`, the run's totals), tool calls (`tool_calls`), and USD by item key (`spent`,
+    None for calls of no item such as a reduce's: where the budget starts)."""
     with store.connect(path, read_only=True) as con:
         stages = _rows(con, """
             SELECT stage_id, count(*) AS llm_calls,
@@ -334,7 +335,10 @@ def usage_so_far(path: Path, run_id: str) -> tuple[dict[str, dict[str, Any]], in
                    count(*) FILTER (WHERE cost_usd IS NULL AND status <> 'error') AS unpriced_calls
             FROM llm_calls WHERE run_id = ? GROUP BY stage_id""", [run_id])
         tools = con.execute("SELECT count(*) FROM tool_calls WHERE run_id = ?", [run_id]).fetchone()[0]
-    return {s.pop("stage_id"): s for s in stages}, tools
+        spent = con.execute("SELECT item_key, sum(cost_usd) FROM llm_calls WHERE run_id = ? "
+                            "AND cost_usd IS NOT NULL GROUP BY item_key", [run_id]).fetchall()
+    return {"stages": {s.pop("stage_id"): s for s in stages}, "tool_calls": tools,
+            "spent": {item_key: float(usd) for item_key, usd in spent if usd}}
 
 
 def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
@@ -443,12 +447,3 @@ def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[st
     rows = [{"item_key": i["item_key"], "input": _json(i["input"]),
              "stages": {s: by_item.get(i["item_key"], {}).get(s) for s in stages}} for i in items]
     return {"run_id": run_id, "stage": stage, "stages": stages, "rows": rows}
-
-
-def run_spending(path: Path, run_id: str) -> dict[str | None, float]:
-    """USD a run has spent so far by item key (None: calls of no item, such as a reduce's),
-    summed from its `llm_calls`: where a resumed or retried run's budget starts."""
-    with store.connect(path, read_only=True) as con:
-        rows = con.execute("SELECT item_key, sum(cost_usd) FROM llm_calls WHERE run_id = ? "
-                           "AND cost_usd IS NOT NULL GROUP BY item_key", [run_id]).fetchall()
-    return {item_key: float(usd) for item_key, usd in rows if usd}

@@ -35,6 +35,7 @@ def _lock_wait_s() -> float:
 
 ROW_GROUP_SIZE = 4096
 _migrated: set[str] = set()
+_ours: set[str] = set()  # files seen to be run logs (or empty)
 _process_lock = threading.RLock()  # one connection per file per process at a time
 
 
@@ -95,7 +96,9 @@ def connect(path: Path, *, read_only: bool = False, wait_s: float | None = None)
                                       f"{lock_wait:g}s; try again, or set AGENTCTL_DB_LOCK_WAIT") from exc
                 raise RunLogError(f"cannot open run log {path}: {exc}") from exc
         try:
-            _check_ours(con, path)
+            if str(path) not in _ours:  # once per file: the writer opens it for every batch
+                _check_ours(con, path)
+                _ours.add(str(path))
             if not read_only and str(path) not in _migrated:
                 migrate(con)
                 _migrated.add(str(path))

@@ -49,6 +49,12 @@ class Tool(ABC):
     accepts_idempotency_key: bool = False
     kind: str = "tool"  # the spec's `type` (kb_search, sql, mcp...)
 
+    @property
+    def own_timeout(self) -> float | None:
+        """The time limit the tool's settings give one call (a query's or SMTP `timeout`), if
+        any: the executor's own limit stays above it, so the tool's clearer error comes first."""
+        return getattr(getattr(self, "settings", None), "timeout", None)
+
     async def start(self) -> None:
         """Prepare for calls (look up schemas, check resources). Called once by the registry."""
 

@@ -316,6 +316,10 @@ class McpTool(Tool):
         # MCP's default for a tool without annotations is "may modify its environment"
         self.side_effects = server.side_effects if server.side_effects is not None else not read_only
 
+    @property
+    def own_timeout(self) -> float | None:
+        return self.server.settings.call_timeout
+
     async def call(self, args: dict, ctx: ToolContext) -> str | dict | list:
         result = await self.server.call(self.remote_name, args)
         text = "\n".join(_content_text(block) for block in result.content).strip()

@@ -103,15 +103,11 @@ class SendEmailTool(Tool):
         """Also refuses a multi-line `to` or `subject` here, when the model calls, rather than
         after a human has approved the action."""
         args = super().validate_args(args)
-        for field in ("to", "subject"):
-            if "\r" in args[field] or "\n" in args[field]:
-                raise ToolError(f"invalid arguments: {field} must be a single line")
+        _single_line_headers(args, "invalid arguments: ")
         return args
 
     async def call(self, args: dict, ctx: ToolContext) -> dict:
-        for field in ("to", "subject"):
-            if "\r" in args[field] or "\n" in args[field]:
-                raise ToolError(f"{field} must be a single line")
+        _single_line_headers(args)  # again: an approved action's stored arguments come here
         key = ctx.idempotency_key or uuid.uuid4().hex
         return await asyncio.to_thread(self._send, args, key, ctx)
 
@@ -204,3 +200,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _key_lock(path: Path) -> threading.Lock:
     with _KEY_LOCKS_GUARD:
         return _KEY_LOCKS.setdefault(path, threading.Lock())
+
+
+def _single_line_headers(args: dict, prefix: str = "") -> None:
+    """A newline in `to` or `subject` would let a value add headers of its own."""
+    for field in ("to", "subject"):
+        if "\r" in args[field] or "\n" in args[field]:
+            raise ToolError(f"{prefix}{field} must be a single line")
