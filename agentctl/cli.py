@@ -14,6 +14,12 @@ from rich.console import Console
 
 from agentctl.errors import AgentctlError
 
+# httpx's package init imports its own command-line client, and with it rich.syntax and
+# pygments (~0.13 s before a run's first request) when those happen to be installed, as they
+# are here; agentctl never uses it. A None entry makes that import fail fast, and httpx then
+# defines a stub `httpx.main` instead.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 app = typer.Typer(
     name="agentctl", add_completion=False, no_args_is_help=True, rich_markup_mode=None,
     pretty_exceptions_enable=False,

@@ -296,6 +296,9 @@ class AccountsFile:
             if not isinstance(obj, dict):
                 self._fail(f"{where} is a JSON {_json_type(obj)}, not an object; each line must be one "
                            f'object like {{"{self.key_column}": "...", ...}}')
+            if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(obj):
+                self._fail(f"{where}: a \\uD800-\\uDFFF escape that is half of a character pair "
+                           "(a cut emoji?) is not text; fix or remove it in the file")
             for column in needed:
                 if column not in obj:
                     role = "input.key" if column == self.key_column else "input.required"
@@ -445,6 +448,14 @@ def _jsonable(v: Any) -> Any:
         except UnicodeDecodeError:
             return raw.hex()
     return str(v)  # Decimal, UUID, timedelta...
+
+
+def _lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _json_type(v: Any) -> str:

@@ -86,7 +86,7 @@ def run_summary(outcome: dict[str, Any]) -> Group:
                 f"{tokens(tot['output_tokens'])} out · "
                 f"{money(tot['cost_usd'], tot.get('unpriced_calls', 0), mock=outcome.get('mock', False))}"
                 f" · {duration(outcome.get('elapsed_s'))}")
-    parts: list[Any] = [head, t, foot]
+    parts: list[Any] = [head, t, foot, *rate_limit_lines(tot.get("rate_limits"))]
     if outcome.get("error"):
         parts.append(Text(f"error: {outcome['error']}", style="red"))
     if status == "awaiting_approval":
@@ -95,6 +95,21 @@ def run_summary(outcome: dict[str, Any]) -> Group:
                           f"and agentctl resume {outcome['run_id']}", style="magenta"))
     parts.append(Text(f"details: agentctl inspect {outcome['run_id']}", style="dim"))
     return Group(*parts)
+
+
+def rate_limit_lines(lanes: list[dict[str, Any]] | None) -> list[Text]:
+    """One line per lane a provider pushed back on (429s): how the run gave way."""
+    lines = []
+    for lane in lanes or []:
+        n = lane["rate_limited"]
+        what = [f"{n} 429 {'reply' if n == 1 else 'replies'}"]
+        if lane["concurrency_cuts"]:
+            what.append(f"concurrency cut {lane['concurrency_cuts']}x, to {lane['lowest_concurrency']} "
+                        f"at the lowest (of {lane['concurrency']}; {lane['concurrency_at_end']} at the end)")
+        if lane["pauses"]:
+            what.append(f"paused {lane['pauses']}x for {lane['paused_s']:g} s in all")
+        lines.append(Text(f"rate limits, {lane['lane']}: " + ", ".join(what), style="yellow"))
+    return lines
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
@@ -149,6 +164,7 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
     t.caption = (f"{tot['items']} accounts · {tot['llm_calls']} LLM calls · {tot['tool_calls']} tool calls · "
                  f"{money(tot['cost_usd'], tot['unpriced_calls'], mock=data.get('mock', False))}")
     parts.append(t)
+    parts.extend(rate_limit_lines(data.get("rate_limits")))
     if data.get("run_outputs") and not data.get("detail"):
         parts.extend(run_outputs_view(data["run_outputs"], mock=data.get("mock", False)))
     if data.get("detail"):

@@ -324,6 +324,13 @@ def test_non_utf8_in_jsonl(tmp_path):
     assert "line 1, byte offset 32: not valid UTF-8" in message
 
 
+def test_jsonl_escape_of_half_a_character_pair_is_refused_with_its_line(tmp_path):
+    body = (b'{"account_id": "A1", "domain": "\\ud83d\\ude00 ok"}\n'  # a whole pair: fine
+            b'{"account_id": "A2", "domain": "cut \\ud83d"}\n')
+    message = error(write(tmp_path / "accounts.jsonl", body))
+    assert "line 2: a \\uD800-\\uDFFF escape that is half of a character pair" in message
+
+
 def test_utf16_file(tmp_path):
     message = error(write(tmp_path / "accounts.csv", "account_id,domain\nA1,a\n".encode("utf-16")))
     assert "UTF-16" in message and "re-save the file as UTF-8" in message

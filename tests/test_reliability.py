@@ -318,6 +318,16 @@ def test_adaptive_concurrency_converges_on_what_the_server_allows(llm, tmp_path,
     assert sum(status == 429 for _, status in later) <= 0.5 * len(later), later
     # a client that kept 12 in flight would draw 3 rejections per success (120 here)
     assert len(rejected) <= 60, len(rejected)
+    # the run says how it gave way: in runs.totals, the run summary and inspect
+    (run,) = db_rows(db, "SELECT totals FROM runs WHERE run_id = ?", [run_id])
+    (lane,) = json.loads(run["totals"])["rate_limits"]
+    assert lane["lane"] == "fast" and lane["rate_limited"] == len(rejected)
+    assert lane["concurrency"] == 12 and lane["concurrency_cuts"] >= 1
+    assert lane["lowest_concurrency"] <= 6 and lane["pauses"] >= 1 and lane["paused_s"] > 0
+    line = f"rate limits, fast: {len(rejected)} 429 replies, concurrency cut {lane['concurrency_cuts']}x"
+    assert line in res.output
+    shown = run_inproc("inspect", run_id)
+    assert shown.exit_code == 0 and line in shown.stdout, shown.output
 
 
 # --- fallbacks ----------------------------------------------------------------------------

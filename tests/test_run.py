@@ -148,6 +148,25 @@ def test_an_organization_in_the_environment_reaches_the_provider(llm, tmp_path):
     assert llm.requests and {r["_org"] for r in llm.requests} == {"org-env"}
 
 
+def test_a_reply_with_half_a_character_pair_is_logged_not_a_lost_run(llm, tmp_path, db):
+    """A model's JSON may escape half an emoji ("\\ud83d" alone): valid JSON, not valid text.
+    It used to crash the run-log writer, losing every account's rows, at every resume."""
+    def cut_emoji(body: dict) -> Reply | None:
+        if mentions(body, "acct-001", "research"):
+            return Reply(content='{"summary": "Great fit \\ud83d and more"}')
+        return None
+
+    llm.responder = cut_emoji
+    spec = write_spec(tmp_path, llm.base_url, stages=default_stages()[:2])
+    res = run_inproc("run", spec, write_accounts(tmp_path, 4))
+
+    assert res.exit_code == 0, (res.output, db_rows(db, "SELECT error FROM cells WHERE status <> 'ok'"))
+    run_id = first_line(res.stdout)
+    assert cell_counts(db, run_id) == {"research": {"ok": 4}, "score": {"ok": 4}}
+    assert outputs(db, run_id)[("acct-001", "research")] == {"summary": "Great fit \ufffd and more"}
+    assert len(db_rows(db, "SELECT 1 FROM llm_calls WHERE run_id = ?", [run_id])) == len(llm.requests)
+
+
 # --- output validation and repair ---------------------------------------------------------
 
 def test_invalid_reply_is_repaired_with_the_validation_error(llm, tmp_path, db):

@@ -550,6 +550,18 @@ def test_parse_output_strips_fences_and_prose(spec):
         parse_output(stage, '{"score": 90,')
 
 
+def test_parse_output_takes_json_as_models_write_it(spec):
+    stage = spec.pipeline.stage("score")
+    reply = {"score": 90, "tier": "A", "reason": "fits"}
+    # prose after the object that holds braces of its own
+    assert parse_output(stage, json.dumps(reply) + "\n\nNote: I chose {A} because {reasons}.") == reply
+    # raw line breaks and tabs inside a string (strict JSON refuses them)
+    assert parse_output(stage, '{"score": 90, "tier": "A", "reason": "fits\n\twell"}')["reason"] == "fits\n\twell"
+    # half a character pair becomes U+FFFD; a whole pair its character
+    assert parse_output(stage, '{"score": 9, "tier": "A", "reason": "cut \\ud83d, whole \\ud83d\\ude00"}'
+                        )["reason"] == "cut \ufffd, whole \U0001f600"
+
+
 def test_output_model_is_cached_and_forbids_extra(spec):
     stage = spec.pipeline.stage("score")
     model = output_model(stage)

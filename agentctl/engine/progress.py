@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RunProgress:
     tool_calls: int = 0
     mock: bool = False
     prior_usage: dict[str, dict] = field(default_factory=dict)  # a resumed run's, by stage
+    rate_limits: Callable[[], list[dict[str, Any]]] | None = None  # the rate governor's pushback
 
     def add_stage(self, stage_id: str, kind: str) -> None:
         c = self.stages[stage_id] = StageCounters(stage_id, kind)
@@ -86,4 +88,5 @@ class RunProgress:
             "output_tokens": sum(c.output_tokens for c in s),
             "cost_usd": round(sum(c.cost_usd for c in s), 6),
             "unpriced_calls": sum(c.unpriced_calls for c in s),
+            "rate_limits": self.rate_limits() if self.rate_limits else [],
         }

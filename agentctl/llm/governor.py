@@ -47,6 +47,9 @@ class Lane:
     last_cut: float = 0.0
     rate_limited: int = 0
     cuts: int = 0
+    lowest: int = 0          # the lowest concurrency the lane was cut to
+    pauses: int = 0
+    paused_s: float = 0.0    # seconds the whole lane stood still for the provider
     recent: "deque[bool]" = field(default_factory=lambda: deque(maxlen=WINDOW))  # True = 429
 
     def saturated(self) -> bool:
@@ -123,12 +126,16 @@ class RateGovernor:
                 lane.last_cut = now
                 lane.recent.clear()
                 if error.retry_after:
-                    pause = min(error.retry_after, MAX_PAUSE)
-                    lane.paused_until = max(lane.paused_until, loop_now + pause)
+                    until = loop_now + min(error.retry_after, MAX_PAUSE)
+                    if until > lane.paused_until:
+                        lane.pauses += 1
+                        lane.paused_s += until - max(lane.paused_until, loop_now)
+                        lane.paused_until = until
                 if lane.adaptive:
                     lane.cuts += 1
                     lane.successes = 0
                     lane.limiter.set_limit(max(1, lane.limiter.limit // 2))
+                    lane.lowest = min(lane.lowest or lane.ceiling, lane.limiter.limit)
         elif error is None:
             lane.recent.append(False)
             if lane.adaptive and lane.limiter.limit < lane.ceiling:
@@ -137,6 +144,11 @@ class RateGovernor:
                     lane.successes = 0
                     lane.limiter.set_limit(lane.limiter.limit + 1)
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return {k: {"limit": l.limiter.limit, "peak": l.limiter.peak, "rate_limited": l.rate_limited,
-                    "cuts": l.cuts} for k, l in self.lanes.items()}
+    def pushback(self) -> list[dict[str, Any]]:
+        """What the providers' rate limits did to this session, per lane that saw a 429: the
+        run's `totals.rate_limits`, shown by the run summary and `inspect`."""
+        return [{"lane": k, "rate_limited": l.rate_limited, "concurrency": l.ceiling,
+                 "concurrency_cuts": l.cuts, "lowest_concurrency": l.lowest or l.ceiling,
+                 "concurrency_at_end": l.limiter.limit, "pauses": l.pauses,
+                 "paused_s": round(l.paused_s, 1)}
+                for k, l in self.lanes.items() if l.rate_limited]

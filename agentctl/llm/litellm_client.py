@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -73,6 +74,28 @@ def _import_quietly() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _deferred_pydantic_builds() -> Iterator[None]:
+    """pydantic models defined inside the block build their validators when first used,
+    not when defined. litellm defines ~1,800 and a run uses a few dozen: this takes ~0.4 s
+    off every run's start-up (the openai SDK already defers its own models this way)."""
+    import pydantic
+
+    config = pydantic.BaseModel.model_config
+    before = config.get("defer_build", _UNSET)
+    config["defer_build"] = True
+    try:
+        yield
+    finally:
+        if before is _UNSET:
+            config.pop("defer_build", None)
+        else:
+            config["defer_build"] = before
+
+
+_UNSET = object()
+
+
 def load_litellm():
     global _litellm
     if _preload is not None and _preload.is_alive() and threading.current_thread() is not _preload:
@@ -86,7 +109,8 @@ def load_litellm():
         # pauses) from walking it again on every cycle.
         gc.disable()
         try:
-            import litellm
+            with _deferred_pydantic_builds():
+                import litellm
         finally:
             gc.enable()
         gc.collect()

@@ -203,6 +203,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "stale": run["status"] == "running" and looks_dead(run),
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
+        "rate_limits": (run["totals"] or {}).get("rate_limits") or [],  # the last session's
         "grid_truncated": n_items > grid_limit, "grid_items": n_items,
         "run_outputs": run_outputs,
         "top_errors": errors, "call_errors": call_errors, "denied_tool_calls": [

@@ -30,7 +30,11 @@ CREATE TABLE runs (
     agentctl_version VARCHAR,
     error            VARCHAR,              -- why a run failed or stopped early
     totals           JSON                  -- {items, cells, ok, failed, skipped, llm_calls, tool_calls,
-                                           --  input_tokens, output_tokens, cost_usd, unpriced_calls}
+                                           --  input_tokens, output_tokens, cost_usd, unpriced_calls,
+                                           --  rate_limits: [{lane, rate_limited, concurrency,
+                                           --  concurrency_cuts, lowest_concurrency, concurrency_at_end,
+                                           --  pauses, paused_s}] for each lane that got 429s in the
+                                           --  last session}
 );
 CREATE TABLE items (
     run_id   VARCHAR NOT NULL,
@@ -93,6 +97,7 @@ CREATE TABLE tool_calls (
     result          VARCHAR,               -- what the model was given (truncated)
     result_chars    INTEGER,               -- size of the full result before truncation
     status          VARCHAR NOT NULL,      -- ok | error | denied | invalid_args | pending_approval | dry_run
+                                           -- | rejected (its action was rejected) | refused/reused (spawn)
     error           VARCHAR,
     duration_ms     DOUBLE,
     idempotency_key VARCHAR,
@@ -146,7 +151,7 @@ CREATE TABLE spans (
 CREATE TABLE run_outputs (
     run_id        VARCHAR NOT NULL,
     stage_id      VARCHAR NOT NULL,        -- a reduce stage: one output for the whole run
-    status        VARCHAR NOT NULL,        -- ok | failed | awaiting_approval
+    status        VARCHAR NOT NULL,        -- ok | failed | awaiting_approval | skipped (no account reached it)
     output        JSON,
     error         VARCHAR,
     error_type    VARCHAR,

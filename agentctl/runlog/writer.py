@@ -21,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from agentctl.runlog import store
 from agentctl.errors import RunLogError
+from agentctl.runlog import store
+from agentctl.text import valid_text
 
 # Column order and DuckDB types of each appendable table (must match schema.py).
 COLUMNS: dict[str, dict[str, str]] = {
@@ -382,7 +383,8 @@ class LogWriter:
                 for table, rows in batch.rows.items():
                     files.append(self._load(con, table, rows))
                 for sql, params in [*batch.latest.values(), *batch.statements]:
-                    con.execute(sql, params)
+                    con.execute(sql, [valid_text(p) if isinstance(p, str) and not p.isascii() else p
+                                      for p in params])
                 con.execute("COMMIT")
             self.flushes += 1
             self.rows_written += batch.count
@@ -422,7 +424,10 @@ class LogWriter:
                         if out.get(c) is not None and len(out[c]) > 4096:
                             out[c] = _truncated(out[c], 4096)
                     line = json.dumps(out, default=_default, ensure_ascii=False)
-                fh.write(line)
+                try:
+                    fh.write(line)
+                except UnicodeEncodeError:  # an unpaired surrogate (a model's "\ud83d" alone)
+                    fh.write(valid_text(line))
                 fh.write("\n")
         # JSON columns travel as strings and are cast on insert.
         read_types = ", ".join(f"{c}: '{'VARCHAR' if t == 'JSON' else t}'" for c, t in cols.items())

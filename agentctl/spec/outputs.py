@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field
 
 from agentctl.errors import OutputInvalid
 from agentctl.spec.base import OutputField
+from agentctl.text import may_hold_surrogates, valid_strings, valid_text
 
 _JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
                "list": "array"}
@@ -191,25 +192,39 @@ def parse_output(stage: Any, text: str) -> dict[str, Any]:
         body = strip_fences(text)
         if body.startswith("{") and '"text"' in body:  # the requested {"text": ...} object
             try:
-                data = json.loads(body)
+                data = _decode(body)
             except ValueError:
                 data = None
             if isinstance(data, dict) and set(data) == {"text"} and isinstance(data["text"], str):
                 return validate_output(stage, {"text": data["text"].strip()})
-        return validate_output(stage, {"text": text.strip()})
+        return validate_output(stage, {"text": valid_text(text.strip())})
     return validate_output(stage, _loads(strip_fences(text)))
+
+
+def _decode(body: str) -> Any:
+    """JSON as models write it: raw tabs and line breaks inside strings are kept (strict JSON
+    refuses them; local models often send them), and half a character pair ("\\ud83d"
+    alone) becomes U+FFFD."""
+    data = json.loads(body, strict=False)
+    return valid_strings(data) if may_hold_surrogates(body) else data
 
 
 def _loads(body: str) -> Any:
     try:
-        return json.loads(body)
+        return _decode(body)
     except json.JSONDecodeError as exc:
         first = exc
-    # Models sometimes wrap the object in a sentence; try the outermost braces.
+    # Models sometimes wrap the object in prose: the first object that decodes from the first
+    # brace on (the prose after it may hold braces too), else the outermost braces.
     start, end = body.find("{"), body.rfind("}")
     if 0 <= start < end:
         try:
-            return json.loads(body[start:end + 1])
+            data, _ = json.JSONDecoder(strict=False).raw_decode(body, start)
+            return valid_strings(data) if may_hold_surrogates(body) else data
+        except json.JSONDecodeError:
+            pass
+        try:
+            return _decode(body[start:end + 1])
         except json.JSONDecodeError:
             pass
     raise _invalid([f"reply is not valid JSON: {first}"])

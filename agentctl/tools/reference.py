@@ -66,7 +66,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def settings_markdown() -> str:
     parts = ["Every tool accepts: " + ", ".join(f"`{r['setting']}`" for r in COMMON) + "."]
     for type_ in SETTINGS_MODELS:
-        parts.append(f"\n### `{type_}`\n\n| setting | type | default | description |\n|---|---|---|---|")
+        parts.append(f"\n#### `{type_}`\n\n| setting | type | default | description |\n|---|---|---|---|")
         for row in settings_rows(type_):
             parts.append(f"| `{row['setting']}` | {row['type']} | {row['default']} | {row['description']} |")
     return "\n".join(parts) + "\n"
