@@ -10,6 +10,7 @@ from typing import Any
 
 from agentctl.errors import ConfigError, SpecError, UsageError
 from agentctl.runlog import queries
+from agentctl.runlog.queries import iso_utc
 from agentctl.runlog.recorder import os_user
 from agentctl.spec.templates import eval_condition
 
@@ -28,6 +29,8 @@ def review(db: Path, run_id: str, *, include_decided: bool = False) -> dict[str,
                      "stage_id": a["stage_id"], "tool": a["tool"], "status": a["status"],
                      "arguments": a["arguments"], "upstream": upstream,
                      "decided_by": a["decided_by"], "decided_at": a["decided_at"],
+                     "decision_note": a["decision_note"], "created_at": a["created_at"],
+                     "done_at": a["done_at"], "result": a["result"], "error": a["error"],
                      "cell_status": a["cell_status"]})
     return {"run_id": run_id, "actions": rows}
 
@@ -42,11 +45,13 @@ def to_csv(doc: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["run_id", "action_id", "item_key", "stage_id", "tool", "status", "arguments",
-                "upstream"])
+                "upstream", "decided_by", "decided_at", "decision_note", "done_at", "error"])
     for a in doc["actions"]:
         w.writerow([doc["run_id"], a["action_id"], a["item_key"], a["stage_id"], a["tool"],
                     a["status"], json.dumps(a["arguments"], ensure_ascii=False),
-                    json.dumps(a["upstream"], ensure_ascii=False, default=str)])
+                    json.dumps(a["upstream"], ensure_ascii=False, default=str),
+                    a["decided_by"] or "", iso_utc(a["decided_at"]) or "", a["decision_note"] or "",
+                    iso_utc(a["done_at"]) or "", a["error"] or ""])
     return buf.getvalue()
 
 

@@ -45,6 +45,15 @@ DRY_HELP = ("Record side-effect actions without executing them, whatever the spe
             "`approval:` says.")
 
 
+def _json_value(o: Any) -> Any:
+    """How --json writes what JSON has no type for: times as ISO 8601 UTC, the rest as text."""
+    from datetime import datetime
+
+    from agentctl.runlog.queries import iso_utc
+
+    return iso_utc(o) if isinstance(o, datetime) else str(o)
+
+
 def _debug() -> bool:
     return _state["verbose"] or os.environ.get("AGENTCTL_DEBUG") not in (None, "", "0")
 
@@ -178,7 +187,7 @@ def _finish(outcome, as_json: bool) -> int:
         _print_error("error:", outcome.error)
     try:
         if as_json:
-            print(json.dumps(doc, indent=2, default=str), flush=True)
+            print(json.dumps(doc, indent=2, default=_json_value), flush=True)
         else:
             out.print(run_summary(doc))
             sys.stdout.flush()
@@ -223,7 +232,7 @@ def runs(
     def body() -> int:
         rows = queries.list_runs(store.resolve_db_path(db), limit)
         if as_json:
-            print(json.dumps(rows, indent=2, default=str))
+            print(json.dumps(rows, indent=2, default=_json_value))
         else:
             out.print(runs_table(rows))
         return 0
@@ -248,7 +257,7 @@ def inspect(
         data = queries.inspect_run(store.resolve_db_path(db), run_id, stage=stage, item=item,
                                    grid_limit=rows if not as_json else 100_000)
         if as_json:
-            print(json.dumps(data, indent=2, default=str))
+            print(json.dumps(data, indent=2, default=_json_value))
         else:
             out.print(inspect_view(data, grid_rows=rows))
         return 0
@@ -395,7 +404,7 @@ def review(
         if export == "csv":
             sys.stdout.write(approvals.to_csv(doc))
         elif as_json:
-            print(json.dumps(doc, indent=2, default=str))
+            print(json.dumps(doc, indent=2, default=_json_value))
         else:
             out.print(review_table(doc))
         return 0
@@ -487,7 +496,8 @@ def plan(
         if sample < 1:
             raise_usage("--sample must be at least 1")
         opts = runner.RunOptions(pipeline=pipeline, accounts=accounts, db=db, limit=sample,
-                                 concurrency=concurrency, model=model, mock=mock, dry_actions=True)
+                                 concurrency=concurrency, model=model, mock=mock, dry_actions=True,
+                                 plan_sample=True)
         prep = runner.prepare_run(opts)
         total = AccountsFile(accounts, prep.spec.pipeline.input).validate().rows
         outcome = runner.execute(prep, on_run_id=lambda rid: print(f"sample run {rid}", file=sys.stderr),
@@ -496,7 +506,7 @@ def plan(
         doc = project(data, total_items=total, sample_items=prep.summary.rows, spec=prep.spec,
                       concurrency=prep.concurrency)
         if as_json:
-            print(json.dumps(doc, indent=2, default=str))
+            print(json.dumps(doc, indent=2, default=_json_value))
         else:
             out.print(plan_table(doc))
         return 0

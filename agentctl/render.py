@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rich.console import Group
@@ -25,7 +26,10 @@ def money(cost: float | None, unpriced: int = 0, *, mock: bool = False) -> str:
         return "$0 (mock)"
     if cost is None or (unpriced and not cost):
         return "unpriced" if unpriced else "$0"
-    text = f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"
+    if 0 < cost < 0.0001:  # a cheap turn is not $0.0000: its first significant digit
+        text = f"${cost:.{min(8, -math.floor(math.log10(cost)))}f}"
+    else:
+        text = f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"
     return f"{text} +{unpriced} unpriced" if unpriced else text
 
 
@@ -114,11 +118,12 @@ def rate_limit_lines(lanes: list[dict[str, Any]] | None) -> list[Text]:
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(expand=False)
-    for col in ("run id", "pipeline", "status", "started", "duration", "items", "calls", "cost"):
+    for col in ("run id", "pipeline", "status", "started (UTC)", "duration", "items", "calls", "cost"):
         t.add_column(col, justify="right" if col in ("items", "calls", "cost", "duration") else "left",
-                     no_wrap=col in ("run id", "started"), min_width=24 if col == "run id" else None)
+                     no_wrap=col in ("run id", "started (UTC)"), min_width=24 if col == "run id" else None)
     for r in rows:
-        t.add_row(r["run_id"], Text(r["pipeline"] + (" (mock)" if r.get("mock") else "")),
+        t.add_row(r["run_id"], Text(r["pipeline"] + (" (mock)" if r.get("mock") else "")
+                                    + (" (plan sample)" if r.get("plan_sample") else "")),
                   Text(r["status"] + (" (stale: crashed? `agentctl resume`)" if r.get("stale") else ""),
                        style=STATUS_STYLE.get(r["status"], "")),
                   str(r["started_at"])[:19], duration(r.get("duration_s")), str(r["items"]),
@@ -135,7 +140,8 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
     parts.append(Text.assemble(("run ", "bold"), (data["run_id"], "bold cyan"), "  ",
                                (data["pipeline"], "bold"), "  ",
                                (status, STATUS_STYLE.get(status, "")),
-                               ("  [mock model]" if data.get("mock") else "", "magenta")))
+                               ("  [mock model]" if data.get("mock") else "", "magenta"),
+                               ("  [agentctl plan's sample]" if data.get("plan_sample") else "", "magenta")))
     parts.append(Text(f"started {data['started_at']}  ended {data['ended_at'] or '-'}  "
                       f"input {data['input_path']}", style="dim"))
     if data.get("error"):
@@ -309,6 +315,10 @@ def detail_view(detail: dict[str, Any], kinds: dict[str, str] | None = None, *,
                   Text(cell["status"], style=STATUS_STYLE.get(cell["status"], "")),
                   str(cell["attempts"]),
                   f"{tokens(cell['input_tokens'])}/{tokens(cell['output_tokens'])}", Text((body or "")[:300]))
+    shown, total = len(detail["cells"]), detail.get("totals", {}).get("cells", 0)
+    if total > shown:
+        c.caption = (f"showing {shown} of {total} cells, the ones not ok first; "
+                     "`agentctl export` has them all")
     parts.append(c)
     if detail.get("spans") and (detail["item"] is not None or len(detail["spans"]) <= 200):
         parts.append(span_tree(detail["spans"], kinds or {}, mock=mock))

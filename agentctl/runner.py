@@ -48,6 +48,7 @@ class RunOptions:
     cache: bool = False
     replay: str | None = None
     max_cost_overrides: bool = False   # resume --max-cost: replaces the stored spec's max_usd
+    plan_sample: bool = False          # `agentctl plan`'s sample run (tagged so in `runs`)
 
     def as_args(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}

@@ -330,6 +330,16 @@ def test_approval_flow_review_approve_reject_resume(llm, tmp_path, db, crm):
     shown = cli("inspect", run_id, "--item", account_id(0)).stdout
     assert "[pending_approval → done by bob]" in shown  # the call's action, as it ended
 
+    # review --all carries the decision trail (note, when done, result), in JSON and CSV
+    trail = json.loads(cli("review", run_id, "--all", "--json").stdout)["actions"]
+    done = [a for a in trail if a["status"] == "done"]
+    assert len(done) == 4 and all(a["done_at"].endswith("Z") and a["result"] is not None for a in done)
+    assert {a["decided_by"] for a in trail} == {"bob", "alice"}
+    assert all(a["decided_at"].endswith("Z") and "T" in a["decided_at"] for a in trail)
+    trail_csv = list(csv.DictReader(io.StringIO(cli("review", run_id, "--all", "--export", "csv").stdout)))
+    assert {(r["status"], r["decided_by"]) for r in trail_csv} == {("done", "bob"), ("rejected", "alice")}
+    assert all(r["done_at"] for r in trail_csv if r["status"] == "done")
+
     # a second resume executes nothing again
     resume(run_id, code=(0, 1))
     assert actions(db, run_id) == before

@@ -239,3 +239,8 @@ def test_plan_mock_gives_structure_without_cost(tmp_path, db):
     assert doc["totals"]["llm_calls"] == 65
     assert not doc["totals"]["cost_usd"]
     assert all(not s.get("cost_usd") for s in doc["stages"])
+    # the sample is a run of its own in the log, tagged as plan's
+    runs = json.loads(run_inproc("runs", "--json").stdout)
+    assert [(r["run_id"], r["plan_sample"]) for r in runs] == [(doc["sample_run_id"], True)]
+    assert "(plan sample)" in run_inproc("runs").stdout
+    assert "[agentctl plan's sample]" in run_inproc("inspect", doc["sample_run_id"]).stdout

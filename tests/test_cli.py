@@ -502,3 +502,11 @@ def test_read_only_commands_and_mock_runs_do_not_import_litellm(tmp_path, db):
     with ThreadPoolExecutor(len(commands)) as pool:  # independent processes: run side by side
         results = list(pool.map(lambda argv: probe(*argv), commands))
     assert results == [(0, False)] * len(commands), list(zip(commands, results))
+
+
+@pytest.mark.parametrize("cost, shown", [(0.00003, "$0.00003"), (0.000034, "$0.00003"),
+                                         (0.0001, "$0.0001"), (0.25, "$0.2500"), (12.3, "$12.30")])
+def test_money_shows_a_cheap_call_as_what_it_cost_not_zero(cost, shown):
+    from agentctl.render import money
+
+    assert money(cost) == shown

@@ -465,3 +465,50 @@ def test_concurrent_durable_flushes_share_writes(tmp_path):
     assert writer.flushes <= 16, writer.flushes  # one write per request: 80 (34-41 with the old thread pool)
     assert elapsed < 15, elapsed
     assert db_rows(path, "SELECT count(*) AS n FROM actions WHERE status = 'done'")[0]["n"] == 40
+
+
+# --- inspect's answers ---------------------------------------------------------------------
+
+def _failed_cells(path: Path, failures: list[tuple[str, str]]) -> str:
+    """A run whose cells (key, error) failed at stage s1, written through the recorder."""
+    from agentctl.runlog.recorder import RunRecorder
+
+    rec = RunRecorder(path, "r-test").open()
+    rec.start_run(pipeline="p", spec_path="p.yaml", spec_text="", spec_sha256="", prompts={},
+                  input_path="a.csv", input_sha256="", input_rows=len(failures), args={},
+                  mock=True, version="test")
+    for seq, (key, error) in enumerate(failures):
+        rec.item({"run_id": "r-test", "item_key": key, "seq": seq, "data": {}, "status": "failed"})
+        rec.cell({"run_id": "r-test", "item_key": key, "stage_id": "s1", "status": "failed",
+                  "error_type": "OutputInvalid", "error": error, "attempts": 1})
+    rec.finish_run("completed_with_errors", {})
+    rec.close()
+    return "r-test"
+
+
+def test_top_errors_group_by_error_and_keep_its_text_whatever_the_keys(tmp_path):
+    """Account keys in an error are written <account> so one error is one group, but only a
+    whole key of 3+ characters that is not a number: keys '0'..'9' or 'a' used to be replaced
+    inside the words and digits of every error ("output inv<account>lid")."""
+    from agentctl.runlog.queries import inspect_run
+
+    same = "output invalid after 0 repair(s): score: field required"
+    keys = [str(i) for i in range(10)] + ["a", "ACC-001", "ACC-002"]
+    run_id = _failed_cells(tmp_path / "log.duckdb", [(k, same) for k in keys[:11]] + [
+        ("ACC-001", "no CRM row for ACC-001."), ("ACC-002", "no CRM row for ACC-002.")])
+    errors = inspect_run(tmp_path / "log.duckdb", run_id)["top_errors"]
+    assert [(e["error"], e["count"]) for e in errors] == [
+        (same, 11), ("no CRM row for <account>.", 2)]
+
+
+def test_a_stage_drill_down_says_when_it_shows_only_part_and_shows_failures_first(tmp_path):
+    from agentctl.runlog.queries import DETAIL_ROWS, inspect_run
+
+    failures = [(f"A{i:04d}", "boom") for i in range(DETAIL_ROWS + 20)]
+    run_id = _failed_cells(tmp_path / "log.duckdb", failures)
+    detail = inspect_run(tmp_path / "log.duckdb", run_id, stage="s1")["detail"]
+    assert detail["totals"]["cells"] == DETAIL_ROWS + 20 and detail["truncated"]
+    assert len(detail["cells"]) == DETAIL_ROWS
+    res = run_inproc("inspect", run_id, "--stage", "s1", "--db", str(tmp_path / "log.duckdb"))
+    assert res.exit_code == 0, res.output
+    assert f"showing {DETAIL_ROWS} of {DETAIL_ROWS + 20} cells" in " ".join(res.stdout.split())

@@ -309,6 +309,16 @@ def test_stage_ids_jinja_reads_as_constants_are_reserved(stage_id):
     assert "rename the stage" in err.one_line()
 
 
+@pytest.mark.parametrize("stage_id", ["item_key", "status"])
+def test_stage_ids_export_writes_beside_the_outputs_are_reserved(stage_id):
+    # an export line is {"item_key": ..., <stage>: output, "status": {...}}: a stage of that
+    # name lost the key or its whole output
+    text = mutate("  - id: validate", f"  - id: {stage_id}")
+    err = spec_error(text)
+    assert f"stage id '{stage_id}' is reserved: `agentctl export` writes" in str(err)
+    assert err.path == "stages[4].id" and "rename the stage" in err.one_line()
+
+
 @pytest.mark.parametrize("old,new,path", [
     ("score: {type: int, min: 0, max: 100}", "score: {tpye: int, min: 0, max: 100}",
      "stages[1].output.score.tpye"),

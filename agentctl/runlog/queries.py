@@ -6,6 +6,7 @@ Every function opens the log read-only for as short a time as it can (see store.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def list_runs(path: Path, limit: int = 20) -> list[dict[str, Any]]:
         rows = _rows(con, """
             SELECT r.run_id, r.pipeline, r.status, r.mock, r.started_at, r.ended_at, r.heartbeat_at,
                    r.input_rows, r.pid, r.host,
+                   coalesce(json_extract(r.args, '$.plan_sample')::BOOLEAN, false) AS plan_sample,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.run_id) AS items,
                    (SELECT count(*) FROM llm_calls c WHERE c.run_id = r.run_id) AS calls,
                    (SELECT sum(cost_usd) FROM llm_calls c WHERE c.run_id = r.run_id) AS cost_usd,
@@ -123,7 +125,11 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         n_items = con.execute("SELECT count(*) FROM items WHERE run_id = ?", [run_id]).fetchone()[0]
         errors = _rows(con, """
             SELECT stage_id, error_type,
-                   regexp_replace(replace(error, item_key, '<account>'), '''[^'']{25,}''', '''…''', 'g') AS error,
+                   regexp_replace(CASE WHEN length(item_key) >= 3 AND NOT regexp_full_match(item_key, '[0-9]+')
+                                       THEN regexp_replace(error, '(^|[^A-Za-z0-9_-])' || regexp_escape(item_key)
+                                                           || '($|[^A-Za-z0-9_-])', '\\1<account>\\2', 'g')
+                                       ELSE error END,
+                                  '''[^'']{25,}''', '''…''', 'g') AS error,
                    count(*) AS count, min(item_key) AS example_item
             FROM cells WHERE run_id = ? AND status = 'failed'
             GROUP BY ALL ORDER BY count DESC LIMIT 10""", [run_id])
@@ -198,9 +204,10 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
     return {
         "run_id": run_id, "pipeline": run["pipeline"], "status": run["status"],
         "mock": bool(run["mock"]),
-        "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"]),
-        "heartbeat_at": _iso(run["heartbeat_at"]), "error": run["error"],
+        "started_at": iso_utc(run["started_at"]), "ended_at": iso_utc(run["ended_at"]),
+        "heartbeat_at": iso_utc(run["heartbeat_at"]), "error": run["error"],
         "stale": run["status"] == "running" and looks_dead(run),
+        "plan_sample": bool((run["args"] or {}).get("plan_sample")),
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
         "rate_limits": (run["totals"] or {}).get("rate_limits") or [],  # the last session's
@@ -210,6 +217,9 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
             {**d, "arguments": _json(d["arguments"])} for d in denied],
         "detail": detail,
     }
+
+
+DETAIL_ROWS = 500
 
 
 def _detail(con, run_id: str, stage: str | None, item: str | None,
@@ -226,21 +236,29 @@ def _detail(con, run_id: str, stage: str | None, item: str | None,
     # a stage's run-level work (a reduce: item_key NULL) belongs to the stage's drill-down
     spans_cond = cond if item is not None else cond + " OR (run_id = ? AND stage_id = ? AND item_key IS NULL)"
     spans_params = params if item is not None else [*params, run_id, stage]
+    # A stage's drill-down shows DETAIL_ROWS of each kind at most, what went wrong first, and
+    # says how many there are (`totals`); `export` has every cell.
+    problems_first = "" if item is not None else "status = 'ok', "
     cells = _rows(con, f"""SELECT item_key, stage_id, status, output, error, error_type, attempts,
                                   input_tokens, output_tokens, cost_usd, duration_ms
-                           FROM cells WHERE {cond} ORDER BY item_key, stage_id LIMIT 500""", params)
+                           FROM cells WHERE {cond} ORDER BY {problems_first}item_key, stage_id
+                           LIMIT {DETAIL_ROWS}""", params)
     calls = _rows(con, f"""SELECT call_id, item_key, stage_id, agent, alias, model, attempt, purpose,
                                   request, response, status, error, error_type, input_tokens,
                                   output_tokens, cost_usd, latency_ms, wait_ms, cache_hit, started_at,
                                   span_id
-                           FROM llm_calls WHERE {cond} ORDER BY started_at LIMIT 500""", params)
+                           FROM llm_calls WHERE {cond} ORDER BY {problems_first}started_at
+                           LIMIT {DETAIL_ROWS}""", params)
+    totals = dict(zip(("cells", "llm_calls", "tool_calls"), con.execute(
+        f"SELECT (SELECT count(*) FROM cells WHERE {cond}), (SELECT count(*) FROM llm_calls WHERE {cond}), "
+        f"(SELECT count(*) FROM tool_calls WHERE {cond})", params * 3).fetchone()))
     tools = _rows(con, f"""SELECT t.tool_call_id, t.item_key, t.stage_id, t.agent, t.llm_call_id,
                                   t.tool, t.arguments, t.result, t.result_chars, t.status, t.error,
                                   t.duration_ms, t.idempotency_key, t.span_id, t.child_span_id,
                                   a.status AS action_status, a.decided_by AS action_decided_by
                            FROM (SELECT * FROM tool_calls WHERE {cond}) t
                            LEFT JOIN actions a ON a.idempotency_key = t.idempotency_key
-                           ORDER BY t.started_at LIMIT 500""", params)
+                           ORDER BY t.started_at LIMIT {DETAIL_ROWS}""", params)
     spans = _rows(con, f"""SELECT span_id, item_key, stage_id, parent_span_id, agent, role, depth,
                                   round, task, status, output, error, attempts, input_tokens,
                                   output_tokens, cost_usd, started_at, duration_ms
@@ -248,19 +266,21 @@ def _detail(con, run_id: str, stage: str | None, item: str | None,
                   spans_params)
     for sp in spans:
         sp["output"] = _json(sp["output"])
-        sp["started_at"] = sp["started_at"].isoformat(sep=" ") if sp["started_at"] else None
+        sp["started_at"] = iso_utc(sp["started_at"])
     rank = {sid: i for i, sid in enumerate(stage_order)}
-    cells.sort(key=lambda c: (c["item_key"] or "", rank.get(c["stage_id"], len(rank)), c["stage_id"]))
+    cells.sort(key=lambda c: (item is None and c["status"] == "ok", c["item_key"] or "",
+                              rank.get(c["stage_id"], len(rank)), c["stage_id"]))
     for c in cells:
         c["output"] = _json(c["output"])
     for c in calls:
         c["request"] = _json(c["request"])
         c["response"] = _json(c["response"])
-        c["started_at"] = _iso(c["started_at"])
+        c["started_at"] = iso_utc(c["started_at"])
     for t in tools:
         t["arguments"] = _json(t["arguments"])
     return {"stage": stage, "item": item, "cells": cells, "llm_calls": calls, "tool_calls": tools,
-            "spans": spans}
+            "spans": spans, "totals": totals,
+            "truncated": any(totals[k] > DETAIL_ROWS for k in totals)}
 
 
 def _stage_order(run: dict[str, Any]) -> list[str]:
@@ -272,8 +292,13 @@ def _round(v):
     return None if v is None else round(float(v), 1)
 
 
-def _iso(v):
-    return v.isoformat(sep=" ", timespec="seconds") if v is not None else None
+def iso_utc(v: Any) -> Any:
+    """A run-log time (TIMESTAMP columns hold UTC, without a zone) as ISO 8601 with its zone,
+    e.g. 2026-12-03T16:34:24.123Z: what every command's --json and text output show."""
+    if not isinstance(v, datetime):
+        return v
+    return v.isoformat(timespec="milliseconds" if v.microsecond else "seconds") + "Z"
+
 
 
 def looks_dead(run: dict[str, Any], stale_s: float = 30.0) -> bool:

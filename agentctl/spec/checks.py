@@ -103,12 +103,17 @@ def _check_agent_models(pipeline: Pipeline) -> list[Problem]:
     return found
 
 
-_RESERVED = set(templates.CONTEXT_NAMES) | templates.allowed_globals() | set(templates.CONSTANTS)
+# `agentctl export` writes each account as {"item_key": ..., <stage>: output, "status": {...}}
+_EXPORT_KEYS = {"item_key": "the account's key", "status": "the cells' statuses"}
+_RESERVED = (set(templates.CONTEXT_NAMES) | templates.allowed_globals() | set(templates.CONSTANTS)
+             | set(_EXPORT_KEYS))
 
 
 def _reserved_because(name: str) -> str:
     if name in templates.CONSTANTS:
         return f"templates read '{name}' as the constant {templates.CONSTANTS[name]}, not a stage"
+    if name in _EXPORT_KEYS:
+        return f"`agentctl export` writes {_EXPORT_KEYS[name]} under '{name}'"
     return "templates use that name for something else"
 
 
