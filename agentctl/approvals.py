@@ -69,6 +69,28 @@ def check_condition(where: str) -> None:
                          "account.<column>") from None
 
 
+def _item_keys(text: str, known: set[str]) -> list[str]:
+    """--items: comma-separated keys, except that the whole text (or a comma-separated part
+    list that rebuilds a key) is one key when it names a pending account: a key may hold commas."""
+    if text.strip() in known:
+        return [text.strip()]
+    parts = text.split(",")
+    keys: list[str] = []
+    i = 0
+    while i < len(parts):  # the longest run of parts that is a known key, else one part
+        for j in range(len(parts), i + 1, -1):
+            joined = ",".join(parts[i:j]).strip()
+            if joined in known:
+                keys.append(joined)
+                i = j
+                break
+        else:
+            if parts[i].strip():
+                keys.append(parts[i].strip())
+            i += 1
+    return keys
+
+
 def _by_prefix(given: str, pending: list[dict[str, Any]], run_id: str) -> str:
     found = {a["idempotency_key"] for a in pending if a["idempotency_key"].startswith(given)}
     if len(found) == 1:
@@ -80,7 +102,7 @@ def _by_prefix(given: str, pending: list[dict[str, Any]], run_id: str) -> str:
 
 
 def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
-           items: list[str] | None = None, where: str | None = None,
+           items: str | None = None, where: str | None = None,
            actions: list[str] | None = None, by: str | None = None,
            note: str | None = None) -> dict[str, Any]:
     """Approve or reject pending actions chosen by --all, --items, --where or --action."""
@@ -96,6 +118,7 @@ def decide(db: Path, run_id: str, *, decision: str, all_: bool = False,
         actions = [_by_prefix(a, pending, run_id) for a in actions]
     if items:
         known = {a["item_key"] for a in pending}
+        items = _item_keys(items, known)
         unknown = [k for k in items if k not in known]
         if unknown:
             raise ConfigError(f"no pending actions for item(s) {', '.join(unknown)} in run {run_id} "

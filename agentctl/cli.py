@@ -426,7 +426,7 @@ def _decide(decision: str, run_id: str, all_: bool, items: str | None, where: st
 
     def body() -> int:
         res = approvals.decide(store.resolve_db_path(db), run_id, decision=decision, all_=all_,
-                               items=[k.strip() for k in items.split(",") if k.strip()] if items else None,
+                               items=items,
                                where=where, actions=[action] if action else None, by=by, note=note)
         if as_json:
             print(json.dumps(res, indent=2))
@@ -441,7 +441,8 @@ def _decide(decision: str, run_id: str, all_: bool, items: str | None, where: st
 
 _SEL = dict(
     all_=typer.Option(False, "--all", help="Every pending action."),
-    items=typer.Option(None, "--items", help="Comma-separated account keys."),
+    items=typer.Option(None, "--items", help="Comma-separated account keys (a key that holds a comma "
+                                             "is taken whole when it matches one)."),
     where=typer.Option(None, "--where", help="Condition on stage outputs, e.g. \"score.score >= 80\"."),
     action=typer.Option(None, "--action", help="One action id (from review)."),
     by=typer.Option(None, "--by", help="Who decides (default: the OS user)."),

@@ -734,3 +734,13 @@ def test_prompt_injection_cannot_reach_side_effects(llm, tmp_path, db):
     assert outbox(tmp_path) == {}
     review = json.loads(run_inproc("review", run_id, "--json").stdout)
     assert sum(a["arguments"]["to"] == "everyone@victim.example" for a in review["actions"]) == 2
+
+
+def test_items_selects_account_keys_that_hold_commas():
+    from agentctl.approvals import _item_keys
+
+    pending = {"Acme, Inc.", "Globex", "Initech"}
+    assert _item_keys("Acme, Inc.", pending) == ["Acme, Inc."]
+    assert _item_keys("Acme, Inc.,Globex", pending) == ["Acme, Inc.", "Globex"]
+    assert _item_keys("Globex, Initech", pending) == ["Globex", "Initech"]
+    assert _item_keys("Globex,Nope", pending) == ["Globex", "Nope"]  # Nope: reported as unknown
