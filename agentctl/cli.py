@@ -27,7 +27,7 @@ app = typer.Typer(
          "Exit codes: 0 all cells ok, 1 some cells failed, 2 bad usage/spec/input/environment, "
          "3 awaiting approval, 4 budget exceeded, 130 interrupted.")
 # Pipes and cron logs get a wide console, so run ids and tables are never cut short.
-_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+_WIDTH = None if (sys.stdout is not None and sys.stdout.isatty()) or os.environ.get("COLUMNS") else 160
 class _Stdout(Console):
     def on_broken_pipe(self) -> None:  # rich would exit 1 here; the command's own code stands
         self.quiet = True
@@ -116,13 +116,24 @@ def guarded(fn: Callable[..., int | None]) -> int:
         if _debug():
             traceback.print_exc()
         _print_error("internal error:", f"{type(exc).__name__}: {exc} "
-                     "(rerun with --verbose or AGENTCTL_DEBUG=1 for the traceback)")
+                     "(rerun as `agentctl -v COMMAND ...` or with AGENTCTL_DEBUG=1 for the traceback)")
         return 1
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from agentctl import __version__
+
+        print(f"agentctl {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                              help="Show tracebacks for errors.")) -> None:
+                                              help="Show tracebacks for errors."),
+                 version: bool = typer.Option(False, "--version", "-V", is_eager=True,
+                                              callback=_print_version,
+                                              help="Print agentctl's version and exit.")) -> None:
     _state["verbose"] = verbose
 
 
@@ -175,8 +186,20 @@ def _announce(run_id: str, as_json: bool) -> None:
     stream = sys.stderr if as_json else sys.stdout
     try:
         print(run_id, file=stream, flush=True)
-    except BrokenPipeError:
-        _drop_stdout()
+    except OSError as exc:
+        _stdout_gone(exc)
+
+
+def _stdout_gone(exc: OSError) -> None:
+    """stdout cannot be written (a reader that left, a full disk, a closed terminal): the
+    run goes on and ends with its own exit code; what it would have printed is in the log."""
+    _drop_stdout()
+    if not isinstance(exc, BrokenPipeError):
+        try:
+            print(f"warning: cannot write to stdout ({exc.strerror or exc}); the run goes on, "
+                  "see `agentctl inspect last`", file=sys.stderr, flush=True)
+        except OSError:
+            pass
 
 
 def _finish(outcome, as_json: bool) -> int:
@@ -191,8 +214,8 @@ def _finish(outcome, as_json: bool) -> int:
         else:
             out.print(run_summary(doc))
             sys.stdout.flush()
-    except BrokenPipeError:
-        _drop_stdout()
+    except OSError as exc:
+        _stdout_gone(exc)
     return outcome.exit_code
 
 
@@ -201,7 +224,9 @@ def _display(as_json: bool):
     from agentctl.render import progress_table
 
     async def live(progress) -> None:
-        if err.is_terminal:
+        # a real terminal only: FORCE_COLOR (set by many CI systems) makes rich call a log
+        # file a terminal, and the live table would write ~5 KB/s of frames into it
+        if err.is_terminal and sys.stderr.isatty():
             from rich.live import Live
 
             with Live(progress_table(progress), console=err, refresh_per_second=4,
@@ -515,7 +540,23 @@ def plan(
     raise typer.Exit(guarded(body))
 
 
+def _usable_streams() -> None:
+    """stdout/stderr as cron jobs and wrappers leave them: a closed one (None) writes to
+    /dev/null; one whose encoding cannot hold every character (LC_ALL=C without Python's UTF-8
+    mode, PYTHONIOENCODING=ascii) writes '?' for those instead of failing after the run."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        elif (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8":
+            try:
+                stream.reconfigure(errors="replace")
+            except (AttributeError, ValueError):
+                pass
+
+
 def main() -> None:
+    _usable_streams()
     try:
         app(prog_name="agentctl")
     except KeyboardInterrupt:

@@ -75,7 +75,8 @@ def check_provider_env(spec: LoadedSpec) -> None:
                     if api_base else "")
             raise ConfigError(
                 f"model alias '{alias}' ({route.model}) needs {', '.join(missing)} in the "
-                f"environment; export it, or run with --mock to try the pipeline offline{hint}")
+                f"environment; export it{hint} (`agentctl run ... --mock` tries a pipeline "
+                "offline, without keys)")
 
 
 LOCAL_PROVIDERS = ("ollama", "ollama_chat")

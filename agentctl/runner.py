@@ -206,6 +206,12 @@ def approval_mode(opts: RunOptions) -> str | None:
     return None
 
 
+# Signals that stop a run cleanly (cells in flight logged as cancelled, the run `interrupted`,
+# resumable); SIGHUP is a closed terminal or SSH session.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
 def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
             display: Callable[[RunProgress], Any] | None = None,
             resume: "ResumeState | None" = None) -> RunOutcome:
@@ -340,6 +346,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
                     record_run_output=recorder.run_output, record_tool_call=recorder.tool_call,
                     prior_spans=resume.spans if resume else None,
                     prior_run_outputs=resume.run_outputs if resume else None,
+                    carried=resume.carried if resume else None,
                     log_backlog=recorder.backlog)
     progress.items_total = prep.summary.rows
     main_task = asyncio.current_task()
@@ -352,7 +359,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         interrupted = sig
         main_task.cancel()  # type: ignore[union-attr]
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         try:
             loop.add_signal_handler(sig, on_signal, sig)
         except (NotImplementedError, RuntimeError):
@@ -374,6 +381,8 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
     except asyncio.CancelledError:
         if interrupted == signal.SIGINT:
             return "interrupted", "interrupted by the user (Ctrl-C)"
+        if interrupted == getattr(signal, "SIGHUP", None):
+            return "interrupted", "stopped by SIGHUP (the terminal or SSH session closed)"
         if interrupted:
             return "interrupted", f"stopped by {interrupted.name} (from another process, e.g. kill or a scheduler)"
         raise
@@ -381,7 +390,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
         for t in tickers:
             t.cancel()
         await asyncio.gather(*tickers, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             try:
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):

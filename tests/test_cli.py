@@ -429,7 +429,11 @@ def test_a_model_litellm_cannot_place_is_refused_before_the_run(tmp_path, db):
     assert no_runs(db)
 
 
-def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
+@pytest.mark.parametrize("sig, why", [(signal.SIGINT, "interrupted by the user"),
+                                      (signal.SIGHUP, "SIGHUP (the terminal or SSH session closed)")])
+def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db, sig, why):
+    """Ctrl-C, and a closed terminal or SSH session (SIGHUP: it used to kill the run like
+    SIGKILL, exit 129, left `running`), stop the run cleanly."""
     llm.latency = 0.5
     n = 40
     proc = popen_cli("run", write_spec(tmp_path, llm.base_url, concurrency=4),
@@ -445,7 +449,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
         live = run_inproc("inspect", "last", "--json")
         assert live.exit_code == 0, live.output
         assert json.loads(live.stdout)["status"] == "running"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=10)
         took = time.monotonic() - t0
@@ -466,7 +470,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_cells(llm, tmp_path, db):
     assert len(rows) >= len(llm.requests)
     assert any(r["status"] == "cancelled" and r["error_type"] == "Cancelled" for r in rows)
     ended = db_rows(db, "SELECT ended_at, error FROM runs WHERE run_id = ?", [run_id])[0]
-    assert ended["ended_at"] is not None and "interrupt" in ended["error"]
+    assert ended["ended_at"] is not None and why in ended["error"]
 
 
 # --- lazy imports -------------------------------------------------------------------------
@@ -510,3 +514,33 @@ def test_money_shows_a_cheap_call_as_what_it_cost_not_zero(cost, shown):
     from agentctl.render import money
 
     assert money(cost) == shown
+
+
+def test_version():
+    from agentctl import __version__
+
+    res = run_cli("--version")
+    assert (res.returncode, res.stdout) == (0, f"agentctl {__version__}\n")
+
+
+def test_stdout_a_cron_job_may_leave_does_not_crash_or_stop_a_run(tmp_path, db):
+    """Closed stdout (`>&-`: a traceback at import), stdout on a full disk (the run stopped
+    before any work, `failed`, exit 1), an ASCII-only stdout (exit 1 'internal error' after a
+    completed run), FORCE_COLOR into a log file (live progress frames in it)."""
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    accounts = write_accounts(tmp_path, 3)
+    cmd = f"{sys.executable} -m agentctl.cli"
+    full = subprocess.run(f"{cmd} run {spec} {accounts} --mock > /dev/full", shell=True,
+                          env=subprocess_env(), stderr=subprocess.PIPE, text=True, timeout=60)
+    assert full.returncode == 0, full.stderr
+    assert "warning: cannot write to stdout (No space left on device)" in full.stderr
+    closed = subprocess.run(f"{cmd} runs >&-", shell=True, env=subprocess_env(),
+                            stderr=subprocess.PIPE, text=True, timeout=60)
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
+    ascii_out = run_cli("run", spec, accounts, "--mock", env={"PYTHONIOENCODING": "ascii"})
+    assert ascii_out.returncode == 0, ascii_out.stderr
+    assert "3 accounts" in ascii_out.stdout and "internal error" not in ascii_out.stderr
+    colour = run_cli("run", spec, accounts, "--mock", env={"FORCE_COLOR": "1"})
+    assert colour.returncode == 0 and "\x1b[" not in colour.stderr, colour.stderr
+    statuses = [r["status"] for r in db_rows(db, "SELECT status FROM runs")]
+    assert statuses == ["completed"] * 3

@@ -93,10 +93,21 @@ def test_resolve_path_stays_inside_the_spec_folder(tmp_path):
     assert info.value.line == line_of(VALID, "path: kb/")
 
 
+def test_a_home_folder_path_is_checked_where_the_tools_open_it(tmp_path, monkeypatch):
+    # `~/outbox` was checked as <spec folder>/~/outbox and passed; send_email wrote to $HOME
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = load_spec(SPECS / "valid.yaml")
+    with pytest.raises(SpecError, match=f"resolves to {tmp_path}/outbox, outside the spec's folder"):
+        spec.resolve_path("~/outbox", what="outbox", yaml_path="tools.email.outbox")
+
+
 # --- one SpecError per mistake ------------------------------------------------------------
 
 # (id, old, new, words in the message, YAML path, a substring of the error's line, hint words)
 CASES = [
+    ("api-base-not-a-url", "    max_tokens: 2000\n", '    max_tokens: 2000\n    api_base: "${LLM_BASE}"\n',
+     "'${LLM_BASE}' is not an http(s) URL (${VAR} is not expanded here", "models.smart.api_base",
+     "api_base:", None),
     ("unknown-key", "    prompt_file: prompts/research.md", "    promt_file: prompts/research.md",
      "unknown key 'promt_file'", "stages[0].promt_file", "promt_file", "did you mean 'prompt_file'"),
     ("unknown-root-key", "name: account-outreach", "nmae: account-outreach",

@@ -451,7 +451,7 @@ def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] |
 
 def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[str, Any]:
     """What `agentctl export` writes: a reduce stage's run-level output, or one row per account
-    with its input and its stage outputs (one stage, or every stage)."""
+    with its stage outputs (one stage, or every stage)."""
     with store.connect(path, read_only=True) as con:
         run_id, run, order = _the_run(con, run_id, stage)
         if stage is not None:
@@ -459,7 +459,7 @@ def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[st
                              "WHERE run_id = ? AND stage_id = ?", [run_id, stage])
             if out:
                 return {"run_id": run_id, "stage": stage, "run_output": {**out[0], "output": _json(out[0]["output"])}}
-        items = _rows(con, "SELECT item_key, input FROM items WHERE run_id = ? ORDER BY seq", [run_id])
+        items = _rows(con, "SELECT item_key FROM items WHERE run_id = ? ORDER BY seq", [run_id])
         where, params = "run_id = ?", [run_id]
         if stage is not None:
             where += " AND stage_id = ?"
@@ -470,6 +470,8 @@ def export_data(path: Path, run_id: str, *, stage: str | None = None) -> dict[st
         by_item.setdefault(c["item_key"], {})[c["stage_id"]] = {"status": c["status"],
                                                                 "output": _json(c["output"])}
     stages = [stage] if stage is not None else order
-    rows = [{"item_key": i["item_key"], "input": _json(i["input"]),
+    # (not the input rows: the export has none of their columns, and at 100k wide rows
+    # reading them took more memory than the run)
+    rows = [{"item_key": i["item_key"],
              "stages": {s: by_item.get(i["item_key"], {}).get(s) for s in stages}} for i in items]
     return {"run_id": run_id, "stage": stage, "stages": stages, "rows": rows}

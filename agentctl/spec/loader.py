@@ -419,7 +419,7 @@ def _pydantic_error(exc: pydantic.ValidationError, data: dict[str, Any], src: So
 def _resolve(base: Path, rel: str, *, what: str, yaml_path: str, src: SourceMap,
              must_exist: bool, allowed: tuple[Path, ...] = ()) -> Path:
     base = base.resolve()
-    candidate = Path(rel)
+    candidate = Path(rel).expanduser()  # as the tools open it: `~/x` is $HOME/x, not <spec>/~/x
     resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
     line = src.line(yaml_path)
     if not resolved.is_relative_to(base) and not any(resolved.is_relative_to(a) for a in allowed):

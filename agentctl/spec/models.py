@@ -50,6 +50,21 @@ class ModelAlias(Strict):
         "at most 2x the percentile's share of calls); first answer wins (default: defaults')"))
     params: dict[str, Any] = Field(default_factory=dict, description="extra litellm parameters")
 
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlparse
+
+        url = urlparse(v)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            hint = (" (${VAR} is not expanded here: the spec takes the URL itself, e.g. "
+                    "http://localhost:8000/v1; OPENAI_API_BASE in the environment also sets it "
+                    "for openai/ models)" if "$" in v else ", e.g. http://localhost:8000/v1")
+            raise ValueError(f"'{v}' is not an http(s) URL{hint}")
+        return v
+
     @field_validator("params")
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
