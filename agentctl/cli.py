@@ -152,6 +152,9 @@ def run(
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop scheduling when spending would pass this many USD (exit 4)."),
     cache: bool = typer.Option(False, "--cache", help="Reuse answers to identical requests from the run log (zero cost)."),
     replay: Optional[str] = typer.Option(None, "--replay", help="Serve every LLM answer from a recorded run (deterministic, zero cost)."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=(
+        "Run even while another run of this spec and input is live (refused by default when "
+        "the pipeline has side-effect tools: both runs would act).")),
 ) -> None:
     """Run PIPELINE over ACCOUNTS. Prints the run id first, then a summary."""
     from agentctl import runner
@@ -162,12 +165,14 @@ def run(
     opts = runner.RunOptions(pipeline=pipeline, accounts=accounts, db=db, concurrency=concurrency,
                              limit=limit, model=model, mock=mock, auto_approve=auto_approve,
                              dry_actions=dry_actions, max_cost=max_cost, cache=cache,
-                             replay=replay)
+                             replay=replay, allow_overlap=allow_overlap)
     runner.start_early(opts)  # the litellm import overlaps with the checks
 
     def body() -> int:
         prep = runner.prepare_run(opts)
         _warn_columns(prep.spec, prep.summary.columns, accounts)
+        for line in prep.warnings:
+            err.print(f"warning: {line}", highlight=False, markup=False)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),
                                  display=_display(as_json))
         return _finish(outcome, as_json)

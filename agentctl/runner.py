@@ -49,6 +49,7 @@ class RunOptions:
     replay: str | None = None
     max_cost_overrides: bool = False   # resume --max-cost: replaces the stored spec's max_usd
     plan_sample: bool = False          # `agentctl plan`'s sample run (tagged so in `runs`)
+    allow_overlap: bool = False        # run even while a live run of this spec and input acts
 
     def as_args(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -63,6 +64,7 @@ class Prepared:
     db_path: Path
     plans: list[StagePlan]
     concurrency: int
+    warnings: list[str] = field(default_factory=list)  # printed before the run starts
 
 
 @dataclass
@@ -137,8 +139,33 @@ def prepare_run(opts: RunOptions) -> Prepared:
     concurrency = opts.concurrency or spec.pipeline.defaults.concurrency
     prep = Prepared(opts, spec, accounts, summary, db_path, plans, concurrency)
     check_budget_prices(prep)
+    prep.warnings += check_overlap(prep)
     allow_open_files(concurrency)
     return prep
+
+
+def check_overlap(prep: Prepared) -> list[str]:
+    """Another live run of this very spec and input: a cron job started again before the last
+    one ended. The action ledger keeps each run's actions exactly-once, not two runs' together,
+    so a pipeline that can act is refused; one that cannot is warned (it pays twice)."""
+    from agentctl.runlog import queries
+
+    opts = prep.options
+    if opts.allow_overlap or opts.replay or opts.plan_sample or not prep.db_path.exists():
+        return []
+    twins = queries.live_runs_of(prep.db_path, prep.spec.sha256, prep.summary.sha256)
+    if not twins:
+        return []
+    twin = twins[0]
+    where = (f"run {twin['run_id']} of this spec and input is still running (pid {twin['pid']} "
+             f"on {twin['host']}, started {queries.iso_utc(twin['started_at'])})")
+    tools = prep.spec.pipeline.tools.values()
+    if not opts.dry_actions and any(t.type in ("send_email", "crm_upsert") or t.side_effects
+                                    for t in tools):
+        raise ConfigError(f"{where}; a second run would execute its side-effect actions (emails, "
+                          "CRM writes) again: wait for it to end, or pass --allow-overlap to run "
+                          "anyway")
+    return [f"{where}; this run repeats its work and its spend (--allow-overlap: no warning)"]
 
 
 def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None):

@@ -744,3 +744,27 @@ def test_items_selects_account_keys_that_hold_commas():
     assert _item_keys("Acme, Inc.,Globex", pending) == ["Acme, Inc.", "Globex"]
     assert _item_keys("Globex, Initech", pending) == ["Globex", "Initech"]
     assert _item_keys("Globex,Nope", pending) == ["Globex", "Nope"]  # Nope: reported as unknown
+
+
+def test_a_second_run_of_a_live_acting_run_is_refused_a_non_acting_one_warned(llm, tmp_path, db):
+    """A cron job started again while the last one still runs: each run's ledger keeps its own
+    actions exactly-once, not two runs' together, so both used to send every email."""
+    llm.responder = ActScript(delay=0.4)
+    spec = act_spec(tmp_path, llm.base_url, grants=["email"], score=False)
+    accounts = write_accounts(tmp_path, 12)
+    first = popen_cli("run", spec, accounts, "--auto-approve", "--concurrency", "2")
+    try:
+        run_id = first.stdout.readline().strip()
+        assert run_status(db, run_id) == "running"
+        second = run_inproc("run", spec, accounts, "--auto-approve")
+        assert second.exit_code == 2, second.output
+        line = second.stderr.strip()
+        assert line.startswith(f"error: run {run_id} of this spec and input is still running (pid ")
+        assert "would execute its side-effect actions" in line and "--allow-overlap" in line
+        dry = run_inproc("run", spec, accounts, "--dry-actions", "--limit", "1")
+        assert dry.exit_code == 0, dry.output
+        assert f"warning: run {run_id} of this spec and input is still running" in dry.stderr
+    finally:
+        first.kill()
+        first.communicate(timeout=10)
+    assert len(db_rows(db, "SELECT run_id FROM runs")) == 2  # the refused run left no row

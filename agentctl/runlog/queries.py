@@ -301,6 +301,17 @@ def iso_utc(v: Any) -> Any:
 
 
 
+def live_runs_of(path: Path, spec_sha256: str, input_sha256: str) -> list[dict[str, Any]]:
+    """Runs of this spec and input that are running now (not crashed), newest first."""
+    with store.connect(path, read_only=True) as con:
+        if not store.has_schema(con):
+            return []
+        rows = _rows(con, """SELECT run_id, pid, host, started_at, heartbeat_at FROM runs
+                              WHERE status = 'running' AND spec_sha256 = ? AND input_sha256 = ?
+                              ORDER BY started_at DESC""", [spec_sha256, input_sha256])
+    return [r for r in rows if not looks_dead(r)]
+
+
 def looks_dead(run: dict[str, Any], stale_s: float = 30.0) -> bool:
     """A `running` run whose process is gone (crash, SIGKILL) or stopped heartbeating."""
     import os
