@@ -25,6 +25,7 @@ from agentctl.llm.limiter import PriorityLimiter
 from agentctl.preflight import allow_open_files, check_budget_prices, check_provider_env
 from agentctl.runlog import store
 from agentctl.runlog.recorder import RunRecorder, new_run_id
+from agentctl.runlog.writer import utcnow
 from agentctl.spec.loader import LoadedSpec, load_spec
 
 if TYPE_CHECKING:
@@ -244,12 +245,13 @@ def execute(prep: Prepared, *, on_run_id: Callable[[str], None],
             resume: "ResumeState | None" = None) -> RunOutcome:
     """Run (or resume) the pipeline; returns the outcome. The one `asyncio.run` lives here."""
     opts = prep.options
-    run_id = resume.run_id if resume else new_run_id()
+    created = utcnow()  # the run's start, whatever the run log's lock makes it wait for
+    run_id = resume.run_id if resume else new_run_id(created)
     progress = RunProgress(mock=opts.mock)
     if resume is not None:
         progress.prior_usage, progress.tool_calls = resume.used["stages"], resume.used["tool_calls"]
     recorder = RunRecorder(prep.db_path, run_id).open()
-    box: dict[str, Any] = {"started": False}
+    box: dict[str, Any] = {"started": False, "created": created}
     status, error = "failed", None
     try:
         status, error = asyncio.run(_main(prep, run_id, recorder, progress, display, on_run_id,
@@ -308,7 +310,7 @@ async def _main(prep: Prepared, run_id: str, recorder: RunRecorder, progress: Ru
                          "stages": spec.prompts, "agents": spec.systems},
                 input_path=str(Path(opts.accounts).resolve()), input_sha256=prep.summary.sha256,
                 input_rows=prep.summary.rows, args=opts.as_args(), mock=opts.mock,
-                version=__version__)
+                version=__version__, started_at=box["created"])
         else:
             recorder.mark_running()
         box["started"] = True

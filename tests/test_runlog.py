@@ -512,3 +512,21 @@ def test_a_stage_drill_down_says_when_it_shows_only_part_and_shows_failures_firs
     res = run_inproc("inspect", run_id, "--stage", "s1", "--db", str(tmp_path / "log.duckdb"))
     assert res.exit_code == 0, res.output
     assert f"showing {DETAIL_ROWS} of {DETAIL_ROWS + 20} cells" in " ".join(res.stdout.split())
+
+
+def test_a_run_starts_when_its_id_was_made_not_when_the_log_let_it_write(tmp_path, monkeypatch):
+    """A run that waited for another process's lock was recorded as starting after it, so
+    `runs`, `last` and the run ids disagreed on the order."""
+    from agentctl.runlog import recorder
+
+    db = tmp_path / "agentctl.duckdb"
+    real_start = recorder.RunRecorder.start_run
+
+    def after_a_lock_wait(self, **kw):
+        time.sleep(1.2)
+        return real_start(self, **kw)
+
+    monkeypatch.setattr(recorder.RunRecorder, "start_run", after_a_lock_wait)
+    run_id = mock_run(tmp_path)
+    (row,) = db_rows(db, "SELECT started_at FROM runs")
+    assert row["started_at"].strftime("r-%Y%m%d-%H%M%S") == run_id[:17]

@@ -52,8 +52,8 @@ class RunRecorder:
     # -- the run row ---------------------------------------------------------------------
     def start_run(self, *, pipeline: str, spec_path: str, spec_text: str, spec_sha256: str,
                   prompts: dict, input_path: str, input_sha256: str, input_rows: int,
-                  args: dict, mock: bool, version: str) -> None:
-        now = utcnow()
+                  args: dict, mock: bool, version: str, started_at: datetime | None = None) -> None:
+        now = started_at or utcnow()
         self.writer.execute(
             """INSERT INTO runs (run_id, pipeline, spec_path, spec_text, spec_sha256, prompts,
                    input_path, input_sha256, input_rows, args, status, mock, started_at,
