@@ -47,11 +47,23 @@ def child_pids() -> set[int]:
     return found
 
 
-def test_bad_command_is_a_config_error_before_anything_else():
+def test_a_command_not_on_path_is_a_spec_error_when_the_settings_are_read(monkeypatch):
+    # `validate` builds the registry without starting it: a cron job's short PATH shows there
+    with pytest.raises(SpecError) as err:
+        ToolRegistry.from_spec({"broken": ToolSpec(type="mcp", command="agentctl-no-such-mcp-server --stdio")},
+                               spec_dir=Path("."))
+    assert err.value.exit_code == 2 and err.value.path == "tools.broken.command"
+    assert "command 'agentctl-no-such-mcp-server' not found (PATH is " in err.value.message
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SpecError, match="command 'python' not found"):
+        ToolRegistry.from_spec({"demo": ToolSpec(type="mcp", command="python server.py")}, spec_dir=Path("."))
+
+
+def test_a_server_failing_to_start_stops_the_others_before_anything_else():
     async def main():
         registry = ToolRegistry.from_spec({
             "starting": mcp(DEMO, "--hang"),  # still starting when the other one fails
-            "broken": ToolSpec(type="mcp", command=["agentctl-no-such-mcp-server", "--stdio"]),
+            "broken": mcp(DEMO, "--fail-on-start"),
         }, spec_dir=Path("."))
         with pytest.raises(ConfigError) as err:
             await registry.start()
@@ -60,7 +72,7 @@ def test_bad_command_is_a_config_error_before_anything_else():
     before = child_pids()
     error = asyncio.run(main())
     assert error.exit_code == 2
-    assert "'broken'" in error.message and "agentctl-no-such-mcp-server" in error.message
+    assert "'broken' failed to start" in error.message
     assert child_pids() <= before  # the server that was starting was stopped again
 
 

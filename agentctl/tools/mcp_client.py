@@ -127,6 +127,11 @@ class McpServer:
         settings = parse_settings(McpSettings, name, spec, spec_file=spec_file)
         if settings.cwd is not None and not resolve_path(spec_dir, settings.cwd).is_dir():
             raise spec_error(name, "cwd", f"folder {settings.cwd!r} does not exist", spec_file=spec_file)
+        program = (settings.command or [None])[0]
+        if program and _program_path(program, spec_dir) is None:  # `validate` says so, not only `run`
+            raise spec_error(name, "command", f"command {program!r} not found (PATH is "
+                             f"{os.environ.get('PATH', '')!r}); install it, give its full path, or "
+                             "fix PATH (cron jobs often have a short one)", spec_file=spec_file)
         return cls(name, settings, spec_dir=spec_dir, side_effects=spec.side_effects)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -241,11 +246,9 @@ class McpServer:
             stack.push_async_callback(client.aclose)
             return streamable_http_client(s.url, http_client=client)
         command = list(s.command or [])  # a string was split when the settings were read
-        program = command[0]
-        if "/" in program and not Path(program).is_absolute():
-            program = str(resolve_path(self.spec_dir, program))
-        elif shutil.which(program) is None and not Path(program).exists():
-            raise FileNotFoundError(f"command {program!r} not found (tools.{self.name}.command); "
+        program = _program_path(command[0], self.spec_dir)
+        if program is None:
+            raise FileNotFoundError(f"command {command[0]!r} not found (tools.{self.name}.command); "
                                     "install it, put it on PATH, or fix the path")
         params = StdioServerParameters(
             command=program,
@@ -355,6 +358,15 @@ async def _list_tools(session: ClientSession) -> list[mcp_types.Tool]:
         if not cursor:
             break
     return tools
+
+
+def _program_path(program: str, spec_dir: Path) -> str | None:
+    """Where a stdio server's program is: a path with a folder in it is spec-relative, a bare
+    name is looked up on PATH; None when it is not there."""
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else resolve_path(spec_dir, program)
+        return str(path) if path.exists() else None
+    return shutil.which(program) or (program if Path(program).exists() else None)
 
 
 def _describe(exc: BaseException) -> str:
