@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from agentctl.errors import AgentctlError, OutputInvalid
 from agentctl.llm.caller import CellUsage, ModelCaller, Route
+from agentctl.llm.replies import UnusableReply
 from agentctl.llm.types import LLMRequest, LLMResponse, ToolCallRequest
 
 
@@ -82,6 +83,7 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                                        "schema": task.schema, "strict": False}}
     repairs = 0
     rounds = 0
+    asked_again = False  # an empty reply is asked for once more (see UnusableReply)
     purpose = "initial"
 
     def check(resp: LLMResponse) -> Any:
@@ -95,6 +97,14 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                          tools=offered or None, meta=task.meta)
         try:
             resp = await caller.call(req, usage=usage, purpose=purpose, priority=priority, check=check)
+        except UnusableReply as exc:
+            # cut off, filtered, refused: no repair, it would get the same reply
+            if exc.retry_once and not asked_again:
+                asked_again = True
+                purpose = "retry"
+                continue
+            again = " (asked twice)" if exc.retry_once else ""
+            raise CellFailed(f"{exc.message}{again}", exc.kind) from exc
         except OutputInvalid as exc:
             if repairs >= task.max_repairs:
                 raise CellFailed(f"output invalid after {repairs} repair(s): {exc}",
@@ -108,6 +118,7 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                              "Reply again with only the corrected JSON object."})
             continue
         if resp.tool_calls:
+            unique_call_ids(resp.tool_calls)
             rounds += 1
             if rounds > task.max_tool_rounds:
                 raise CellFailed(
@@ -116,7 +127,8 @@ async def run_agent(task: AgentTask, *, caller: ModelCaller, usage: CellUsage,
                     "ToolRoundsExceeded")
             messages.append({"role": "assistant", "content": resp.content,
                              "tool_calls": [{"id": c.id, "type": "function",
-                                             "function": {"name": c.name, "arguments": c.arguments}}
+                                             "function": {"name": c.name or NAMELESS,
+                                                          "arguments": c.arguments}}
                                             for c in resp.tool_calls]})
             results = await _run_tools(task, resp, tools, extra)
             for c, text in zip(resp.tool_calls, results):
@@ -133,10 +145,18 @@ async def _run_tools(task: AgentTask, resp: LLMResponse, tools: ToolRunner | Non
     calls = resp.tool_calls
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(calls):
-        groups.setdefault(c.name if c.name in extra else "", []).append(i)
+        # "\0": no function name; "": the tool runner's; else a stage's own tool (spawn)
+        groups.setdefault("\0" if not c.name else c.name if c.name in extra else "",
+                          []).append(i)
 
     async def answer(name: str, index: list[int]) -> list[str]:
         subset = [calls[i] for i in index]
+        if name == "\0":  # nothing to run, nor to look up: denied here, said plainly
+            names = sorted({*extra, *(t["function"]["name"] for t in
+                                      (tools.offered(task.agent) if tools is not None else []))})
+            text = ("denied: this tool call has no function name; call a tool by its name"
+                    f" ({', '.join(names) or 'none offered'})")
+            return [json.dumps({"error": text}) for _ in subset]
         if name:
             return await extra[name].handle(subset, resp.call_id)
         if tools is None:  # no executor at all (engine tests): refuse
@@ -152,6 +172,26 @@ async def _run_tools(task: AgentTask, resp: LLMResponse, tools: ToolRunner | Non
         for i, text in zip(index, texts):
             results[i] = text
     return results
+
+
+# Sent back to the provider in place of a tool call's missing function name: a `null` name
+# in the conversation's history is a 400 at most providers.
+NAMELESS = "unnamed_tool_call"
+
+
+def unique_call_ids(calls: list[ToolCallRequest]) -> None:
+    """Give every call of one reply its own id (the model sent `call_1` twice): each tool
+    result must answer exactly one call, by id, in the assistant message and its answers."""
+    taken = {c.id for c in calls}
+    seen: set[str] = set()
+    for c in calls:
+        if c.id in seen:
+            n = 2
+            while f"{c.id}_{n}" in taken:
+                n += 1
+            c.id = f"{c.id}_{n}"
+            taken.add(c.id)
+        seen.add(c.id)
 
 
 def req_reply_text(exc: OutputInvalid) -> str:

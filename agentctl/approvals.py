@@ -17,7 +17,8 @@ from agentctl.spec.templates import eval_condition
 
 def review(db: Path, run_id: str, *, include_decided: bool = False) -> dict[str, Any]:
     statuses = ("pending_approval",) if not include_decided else (
-        "pending_approval", "approved", "rejected", "done", "failed", "intent", "dry_run")
+        "pending_approval", "approved", "rejected", "done", "failed", "intent", "dry_run",
+        "withdrawn")
     run_id, actions, context = queries.actions_for_review(db, run_id, statuses=statuses)
     if not include_decided:
         actions = _approvable(actions)

@@ -399,12 +399,17 @@ def _continue(run_id: str, db: str | None, as_json: bool, *, retry_failed: bool 
     from agentctl import runner
 
     def body() -> int:
+        from agentctl.errors import NothingToResume
         from agentctl.resume import prepare_resume
 
-        prep, state, warnings = prepare_resume(
-            run_id, db, retry=retrying, retry_failed=retry_failed if retrying else False,
-            retry_stage=retry_stage, max_cost=max_cost, auto_approve=auto_approve,
-            dry_actions=dry_actions)
+        try:
+            prep, state, warnings = prepare_resume(
+                run_id, db, retry=retrying, retry_failed=retry_failed if retrying else False,
+                retry_stage=retry_stage, max_cost=max_cost, auto_approve=auto_approve,
+                dry_actions=dry_actions)
+        except NothingToResume as done:  # not an error: the run is left as it ended
+            err.print(done.message, highlight=False, markup=False)
+            return done.exit_code
         for w in warnings:
             err.print(f"warning: {w}", highlight=False, markup=False)
         outcome = runner.execute(prep, on_run_id=lambda rid: _announce(rid, as_json),

@@ -87,7 +87,10 @@ def spec_reference() -> str:
         ("models.<alias>.price", m.Price, "Overrides litellm's price map for this alias."),
         ("defaults", m.Defaults, "Defaults for every agent stage."),
         ("limits.<alias or provider>", m.Limit,
-         "Shared rate limits. Without one, a lane adapts to 429s by itself."),
+         "Shared rate limits, keyed by a model alias or a provider (the part of the model string "
+         "before `/`). A call goes through both its alias's and its provider's limits when both "
+         "are set: an alias entry narrows its provider's limit. Without either, the alias's "
+         "lane adapts to 429s by itself."),
         ("budget", m.Budget, "Spending limits; `--max-cost` on the CLI also applies."),
         ("tools.<name>", m.ToolSpec,
          "A tool declared once and granted to agents by name; other keys are the tool's settings."),

@@ -19,9 +19,13 @@ turns any ``AgentctlError`` into one line on stderr and ``exit_code``.
     │       ├── AuthError            bad or missing API key: stops the run early
     │       ├── QuotaExceeded        insufficient_quota: stops the run early
     │       ├── BadRequest           the request itself is wrong (incl. context length)
+    │       └── ReplayMiss           --replay: the recorded run never made this request
     ├── BudgetExceeded            a budget would be exceeded (exit 4 when it stops the run)
     ├── OutputInvalid             a model reply that failed the stage's output schema
-    └── ToolError                 a tool failed; its message goes back to the model
+    │   └── UnusableReply         not an answer: cut off, filtered, refused or empty
+    ├── ToolError                 a tool failed; its message goes back to the model
+    ├── CellFailed                a cell's agent gave up (agents.py)
+    └── NothingToResume           `resume` of a run that has ended: its own exit code, no row touched
 """
 
 from __future__ import annotations
@@ -153,3 +157,13 @@ class OutputInvalid(AgentctlError):
 
 class ToolError(AgentctlError):
     """A tool failed; the message is returned to the model as the tool result."""
+
+
+class NothingToResume(AgentctlError):
+    """`agentctl resume` of a run that has ended (completed, or completed with errors): there
+    is no unfinished cell and no approved action left, and the run row is left as it is. The
+    exit code is the run's own."""
+
+    def __init__(self, message: str, *, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -26,7 +26,7 @@ def project(sample: dict[str, Any], *, total_items: int, sample_items: int, spec
         # has already capped `upstream`, so its filtering must not be counted twice)
         sample_reached = (max(min(sample_ok.get(n, sample_items) for n in stage.needs), 1)
                           if stage.needs else max(sample_items, 1))
-        p = kind.project(stage, s, upstream, sample_reached)
+        p = kind.project(stage, s, upstream, sample_reached, spec=spec)
         reach[s["id"]] = p.reach
         if not kind.calls_models:
             stages_out.append({"id": s["id"], "kind": kind.kind, "items": round(p.items, 1)})

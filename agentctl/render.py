@@ -17,7 +17,7 @@ from agentctl.engine.progress import RunProgress
 STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "filtered": "dim",
                 "awaiting_approval": "magenta", "running": "cyan", "completed": "green",
                 "completed_with_errors": "yellow", "interrupted": "red", "budget_exceeded": "red",
-                "awaiting_approval_run": "magenta"}
+                "awaiting_approval_run": "magenta", "refused": "yellow", "withdrawn": "dim"}
 GLYPH = {"ok": "✓", "failed": "✗", "skipped": "↷", "filtered": "·", "awaiting_approval": "⏸"}
 
 
@@ -91,6 +91,7 @@ def run_summary(outcome: dict[str, Any]) -> Group:
                 f"{money(tot['cost_usd'], tot.get('unpriced_calls', 0), mock=outcome.get('mock', False))}"
                 f" · {duration(outcome.get('elapsed_s'))}")
     parts: list[Any] = [head, t, foot, *rate_limit_lines(tot.get("rate_limits"))]
+    parts += note_lines(tot.get("notes"), outcome["run_id"])
     if outcome.get("error"):
         parts.append(Text(f"error: {outcome['error']}", style="red"))
     if status == "awaiting_approval":
@@ -99,6 +100,17 @@ def run_summary(outcome: dict[str, Any]) -> Group:
                           f"and agentctl resume {outcome['run_id']}", style="magenta"))
     parts.append(Text(f"details: agentctl inspect {outcome['run_id']}", style="dim"))
     return Group(*parts)
+
+
+def note_lines(notes: list[str] | None, run_id: str) -> list[Text]:
+    """What a retry did that a reader must know (actions withdrawn, or taken and not undoable,
+    for accounts a fan-in no longer lets through)."""
+    notes = notes or []
+    lines = [Text(f"note: {note}", style="yellow") for note in notes[:20]]
+    if len(notes) > 20:
+        lines.append(Text(f"note: {len(notes) - 20} more in `agentctl inspect {run_id} --json` "
+                          "(notes)", style="yellow"))
+    return lines
 
 
 def rate_limit_lines(lanes: list[dict[str, Any]] | None) -> list[Text]:
@@ -171,6 +183,7 @@ def inspect_view(data: dict[str, Any], *, grid_rows: int = 40) -> Group:
                  f"{money(tot['cost_usd'], tot['unpriced_calls'], mock=data.get('mock', False))}")
     parts.append(t)
     parts.extend(rate_limit_lines(data.get("rate_limits")))
+    parts.extend(note_lines(data.get("notes"), data["run_id"]))
     if data.get("run_outputs") and not data.get("detail"):
         parts.extend(run_outputs_view(data["run_outputs"], mock=data.get("mock", False)))
     if data.get("detail"):
@@ -339,10 +352,22 @@ def detail_view(detail: dict[str, Any], kinds: dict[str, str] | None = None, *,
             lines.append(f"{m.get('role', '?')}: ", style="bold")
             lines.append(str(content)[:1500] + "\n")
         resp = call["response"] or {}
+        finish = resp.get("finish_reason")
+        if finish not in (None, "stop", "tool_calls"):  # cut off, filtered: why the reply ended
+            title += f" · finish_reason {finish}"
+        if resp.get("refusal"):
+            lines.append("refusal: ", style="bold red")
+            lines.append(str(resp["refusal"])[:1500] + "\n")
         lines.append("response: ", style="bold green")
         if resp.get("tool_calls"):
             lines.append(json.dumps(resp["tool_calls"], ensure_ascii=False)[:1500] + "\n")
-        lines.append(str(resp.get("content") or call.get("error") or "")[:1500])
+        if resp.get("content") is not None:
+            lines.append(str(resp["content"])[:1500])
+        elif not resp.get("tool_calls"):
+            lines.append("(no content)" if call["response"] else "(no reply)", style="dim")
+        if call.get("error"):  # what agentctl made of it, never shown as if the model said it
+            lines.append("\nerror: ", style="bold red")
+            lines.append(str(call["error"])[:1500])
         for tc in tools_by_call.get(call["call_id"], []):
             status = tc["status"]
             if tc.get("action_status") and tc["action_status"] != status:  # decided since

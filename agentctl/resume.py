@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentctl.engine.carry import Carried
 from agentctl.engine.plan import StagePlan, compile_plan
 from agentctl.engine.scheduler import CellResult
-from agentctl.errors import ConfigError
+from agentctl.errors import ConfigError, NothingToResume
 from agentctl.inputs import AccountsFile, InputSummary
 from agentctl.preflight import allow_open_files, check_budget_prices, check_provider_env
 from agentctl.runlog import store
@@ -29,6 +30,9 @@ class ResumeState:
     # stages' usage, its budget from `spent` (so a resume or retry cannot spend the limits again)
     used: dict[str, Any] = field(default_factory=lambda: {"stages": {}, "tool_calls": 0,
                                                           "spent": {}})
+    # earlier sessions' usage of the rows that may be written again, cells that must run
+    # again, and the outputs of reduces a retry recomputes (see engine/carry.py)
+    carried: Carried = field(default_factory=Carried)
 
 
 def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
@@ -53,6 +57,12 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     if run["status"] == "running" and not queries.looks_dead(run):
         raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
                           "wait for it, or stop it first")
+    if not retry and run["status"] in ("completed", "completed_with_errors"):
+        failed = run["status"] == "completed_with_errors"
+        raise NothingToResume(
+            f"run {run['run_id']} has ended ({run['status']}): nothing to resume"
+            + (f"; `agentctl retry {run['run_id']}` runs its failed cells again" if failed else ""),
+            exit_code=1 if failed else 0)
     spec_path = Path(run["spec_path"])
     spec = load_spec_text(run["spec_text"], path=spec_path, stored_prompts=run["prompts"] or {})
     if spec_path.is_file() and _sha256(spec_path) != run["spec_sha256"]:
@@ -76,11 +86,13 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
         check_provider_env(spec)
     plans = compile_plan(spec)
     prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"],
-                           usage={u: c[u] for u in USAGE})
+                           usage={u: c[u] for u in USAGE}, changed=False)
              for k, c in cells.items()}
+    carried = Carried()
     if retry or retry_failed or retry_stage:
-        prior, run_outputs = _drop_for_retry(prior, plans, failed_only=retry_failed,
-                                             stage=retry_stage, run_outputs=run_outputs)
+        prior, run_outputs, dropped = _drop_for_retry(prior, plans, failed_only=retry_failed,
+                                                      stage=retry_stage, run_outputs=run_outputs)
+        carried = _retry_plan(prior, plans, dropped, actions, carried)
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
     check_budget_prices(prep)
@@ -90,8 +102,18 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     if not claim_run(db_path, run):  # another resume or retry got there first
         raise ConfigError(f"run {run['run_id']} was taken up by another agentctl process "
                           "(resume or retry) just now; see `agentctl runs`")
+    # a reduce may run again even with a stored output (an account reaches it only now)
+    reduces = [p.id for p in plans if p.type.fan_in and p.type.calls_models]
+    from agentctl.runlog.earlier import earlier_usage
+
+    earlier = earlier_usage(db_path, run["run_id"], cells=carried.dropped,
+                            stages=sorted(carried.at_risk), reduces=reduces)
+    carried.cells, carried.spans, carried.outputs = (earlier["cells"], earlier["spans"],
+                                                     earlier["outputs"])
+    carried.dropped = []
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs,
-                             used=queries.usage_so_far(db_path, run["run_id"])), warnings
+                             used=queries.usage_so_far(db_path, run["run_id"]),
+                             carried=carried), warnings
 
 
 class StoredRows:
@@ -143,7 +165,8 @@ USAGE = ("attempts", "input_tokens", "output_tokens", "cost_usd", "started_at", 
 
 
 def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
-                    stage: str | None, run_outputs: dict | None = None) -> tuple[dict, dict]:
+                    stage: str | None, run_outputs: dict | None = None
+                    ) -> tuple[dict, dict, "Dropped"]:
     ids = [p.id for p in plans]
     if stage is not None and stage not in ids:
         raise ConfigError(f"no stage '{stage}' in this run; stages: {', '.join(ids)}")
@@ -157,18 +180,54 @@ def _drop_for_retry(prior: dict, plans: list[StagePlan], *, failed_only: bool,
     out = dict(prior)
     outputs = dict(run_outputs or {})
     dropped: set[str] = set()
+    cells: list[tuple[str, str]] = []
     for (item, sid), result in prior.items():
         chosen = (stage is None or sid == stage) and (
             result.status == "failed" or (not failed_only and result.status != "ok"))
         if chosen:
             dropped |= closure[sid]
             for d in closure[sid]:
-                out.pop((item, d), None)
+                if out.pop((item, d), None) is not None:
+                    cells.append((item, d))
+    superseded = {}
     for sid, row in list(outputs.items()):  # a reduce re-runs when its inputs or itself do
         chosen = (stage is None or sid == stage) and row["status"] != "ok"
         if sid in dropped or chosen:
-            outputs.pop(sid)
-    return out, outputs
+            superseded[sid] = outputs.pop(sid)
+            dropped |= closure[sid]
+    # A fan-in whose inputs changed decides again for every account, not only the retried
+    # ones: a select may let other accounts through, a reduce gives everyone a new output.
+    # What is downstream of it may then change for any account (the engine sees which).
+    at_risk: set[str] = set()
+    for p in plans:
+        if p.type.fan_in and p.id in dropped:
+            at_risk |= closure[p.id] - {p.id}
+    return out, outputs, Dropped(cells, at_risk, superseded)
+
+
+@dataclass
+class Dropped:
+    cells: list[tuple[str, str]]      # stored cells the retry runs again
+    at_risk: set[str]                 # stages downstream of a fan-in whose inputs changed
+    superseded: dict[str, dict]       # stored run outputs of reduces that run again
+
+
+def _retry_plan(prior: dict, plans: list[StagePlan], dropped: Dropped, actions: dict,
+                carried: Carried) -> Carried:
+    """What the engine needs to keep a retried fan-in coherent. A stored cell waiting on an
+    action, downstream of a fan-in that decides again, must not have that action run before
+    the fan-in has decided: the account may no longer be let through. It runs again instead
+    (from the cache as far as its requests are the same), and its action runs then, if it is
+    still asked for and approved; otherwise the engine withdraws it."""
+    waiting = {(a["item_key"], a["stage_id"]) for a in actions.values()
+               if a["status"] in ("approved", "pending_approval")
+               and a["stage_id"] in dropped.at_risk}
+    carried.rerun = {k for k in waiting
+                     if (r := prior.get(k)) is not None and r.status == "awaiting_approval"}
+    carried.superseded = dropped.superseded
+    carried.at_risk = dropped.at_risk
+    carried.dropped = dropped.cells + sorted(carried.rerun)
+    return carried
 
 
 async def settle_approved_actions(resume: ResumeState, executor, registry, ledger, prior,
@@ -181,6 +240,13 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
     from agentctl.tools.base import ToolContext
 
     for key, action in list(ledger.rows.items()):
+        if (action["item_key"], action["stage_id"]) in resume.carried.rerun:
+            # its cell runs again once a retried fan-in has decided (see _retry_plan): the
+            # action runs then if the cell still asks for it, and is withdrawn otherwise
+            if action["status"] == "pending_approval" and forced == "auto":
+                await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
+                                  "decided_at": utcnow()})
+            continue
         if action["status"] == "pending_approval" and forced == "auto":
             action = await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
                                        "decided_at": utcnow()})
@@ -192,8 +258,9 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
         if action["status"] not in ("approved", "intent"):
             continue
         cell = prior.get((action["item_key"], action["stage_id"]))
-        if cell is not None and cell.status == "failed":
-            continue  # its cell failed after asking for it: only a retried cell may ask again
+        if cell is not None and cell.status in ("failed", "filtered", "skipped"):
+            continue  # its cell failed after asking for it: only a retried cell may ask again;
+            # or its account was filtered out since (a retried select): it must never run
         tool = registry.get(action["tool"])
         if tool is None:
             await ledger.put({**action, "status": "failed",
@@ -216,7 +283,7 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
                       if (a["item_key"], a["stage_id"]) == cell_key and a["status"] == "failed"]
             new = CellResult("failed" if failed else "ok", result.output,
                              error=failed[0]["error"] if failed else None,
-                             error_type="ActionFailed" if failed else None)
+                             error_type="ActionFailed" if failed else None, changed=False)
             prior[cell_key] = new
             usage = result.usage or {"attempts": 0, "input_tokens": 0, "output_tokens": 0,
                                      "cost_usd": 0.0, "started_at": None, "ended_at": None,

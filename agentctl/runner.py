@@ -177,9 +177,7 @@ def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None
     if opts.replay:
         from agentctl.llm.replay import ReplayClient
 
-        source, by_hash, by_cell = queries.recorded_calls(prep.db_path, opts.replay,
-                                                          with_requests=True)
-        return ReplayClient(source, by_hash, by_cell)
+        return ReplayClient(*queries.recording(prep.db_path, opts.replay))
     if opts.mock:
         from agentctl.llm.mock import MockClient
 
@@ -191,8 +189,8 @@ def make_client(prep: "Prepared", *, run_id: str, resuming: bool, tool_args=None
     if resuming or opts.cache:
         from agentctl.llm.replay import CachingClient
 
-        _, by_hash, _ = queries.recorded_calls(prep.db_path, run_id if resuming and not opts.cache
-                                               else None, mock=opts.mock)
+        _, by_hash = queries.recorded_calls(prep.db_path, run_id if resuming and not opts.cache
+                                            else None, mock=opts.mock)
         return CachingClient(inner, by_hash)
     return inner
 

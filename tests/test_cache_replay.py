@@ -5,6 +5,7 @@ projection from a sample, measured by what reaches the fake server and what the 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -76,6 +77,41 @@ def test_replay_gives_the_recorded_outputs_without_the_model(llm, db, recorded):
     assert sorted(r["request_hash"] for r in rows) == sorted(r["request_hash"] for r in calls(db, source))
     view = json.loads(run_inproc("inspect", replay, "--json").stdout)
     assert view["totals"]["cost_usd"] == 0 and view["totals"]["llm_calls"] == 15
+
+
+def test_replay_makes_the_recorded_repairs_and_retries(llm, tmp_path, db):
+    """A run whose replies the stage refused (not JSON: a repair followed; empty: the same
+    request was asked again) replays exactly: it used to stop with "no call for this cell"."""
+    seen: dict[str, int] = {}
+
+    def flaky(body: dict) -> Reply | None:
+        item = re.search(r"\[\[item:([^\]]+)\]\] \[\[stage:research", json.dumps(body["messages"]))
+        if item is None:
+            return None
+        item = item.group(1)
+        seen[item] = seen.get(item, 0) + 1
+        if seen[item] == 1:
+            return Reply(content="Sure! Here is the research." if item.endswith("1") else "")
+        return None
+
+    llm.responder = flaky
+    spec = write_spec(tmp_path, llm.base_url, stages=default_stages()[:2])
+    accounts = write_accounts(tmp_path, 3)
+    first = run_inproc("run", spec, accounts)
+    assert first.exit_code == 0, first.output
+    source = first_line(first.stdout)
+    statuses = sorted(r["status"] for r in calls(db, source))
+    assert statuses.count("invalid") == 3 and statuses.count("ok") == 6, statuses
+    llm.responder = server_down
+    sent = len(llm.requests)
+
+    res = run_inproc("run", spec, accounts, "--replay", source, env={"OPENAI_API_KEY": None})
+
+    assert res.exit_code == 0, res.output
+    replay = first_line(res.stdout)
+    assert len(llm.requests) == sent
+    assert outputs(db, replay) == outputs(db, source)
+    assert sorted(r["status"] for r in calls(db, replay)) == statuses
 
 
 def test_replay_of_a_changed_prompt_names_what_differs(llm, db, recorded):

@@ -56,6 +56,10 @@ def test_hedges_cut_the_tail_and_are_never_double_counted(llm, tmp_path):
                        "FROM llm_calls WHERE run_id = ?", [run_id])
     hedges = [r for r in rows if r["purpose"] == "hedge"]
     assert {h["item_key"] for h in hedges} == slow
+    # the attempt is attempt 1 and its duplicate 2 (the duplicate used to take 1)
+    numbers = db_rows(db, "SELECT purpose, attempt FROM llm_calls WHERE run_id = ? AND item_key IN "
+                          "(SELECT item_key FROM llm_calls WHERE purpose = 'hedge')", [run_id])
+    assert {(r["purpose"], r["attempt"]) for r in numbers} == {("initial", 1), ("hedge", 2)}
     assert {h["status"] for h in hedges} == {"ok"}  # each duplicate answered first
     assert all(h["cost_usd"] == 0 and h["input_tokens"] == 0 and h["response"] is None for h in hedges)
     # the attempt's row covers the time its slot was held: the wait before the duplicate too

@@ -290,6 +290,38 @@ def test_tpm_limit_spaces_requests_by_tokens(llm, tmp_path, db):
     assert 0.6 * expected <= took <= 1.6 * expected + 0.3, (took, expected, tokens)
 
 
+def test_tpm_waiters_use_what_a_settled_call_gave_back(llm, tmp_path, db):
+    """Each call reserves its prompt + max_tokens (2,000 here) and gives back what it did not
+    use when it settles. Callers already waiting used to sleep out the full reservation: with
+    concurrency above 1 a tpm limit ran at a third of its value."""
+    arrivals = llm.responder = Arrivals(llm)
+    spec = write_spec(tmp_path, llm.base_url, stages=default_stages()[:1], concurrency=8,
+                      extra={"defaults": {"max_tokens": 2000}, "limits": {"fast": {"tpm": 60_000}}})
+    res = run_inproc("run", spec, write_accounts(tmp_path, 8))
+
+    assert res.exit_code == 0, res.output
+    times = arrivals.times()
+    took = times[-1] - times[0]
+    reserved = 7 * 2000 / 1000  # 14 s if every waiter slept out the reservation before it
+    used = sum(r["_usage"]["total_tokens"] for r in llm.requests[:-1]) / 1000
+    assert used <= took <= 0.3 * reserved, (took, used)
+
+
+def test_a_provider_limit_holds_for_an_alias_with_its_own_limit(llm, tmp_path, db):
+    """`limits: {openai: {rpm: 120}, fast: {concurrency: 4}}`: the alias entry narrows the
+    provider's limit; it used to replace it (16 requests in a burst)."""
+    arrivals = llm.responder = Arrivals(llm)
+    spec = write_spec(tmp_path, llm.base_url, stages=two_stages(), concurrency=8,
+                      extra={"limits": {"openai": {"rpm": 120}, "fast": {"concurrency": 4}}})
+    res = run_inproc("run", spec, write_accounts(tmp_path, 8))
+
+    assert res.exit_code == 0, res.output
+    times = arrivals.times()
+    assert len(times) == 16
+    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 3
+    assert llm.peak_in_flight <= 4
+
+
 # --- adaptive concurrency -----------------------------------------------------------------
 
 def test_adaptive_concurrency_converges_on_what_the_server_allows(llm, tmp_path, db):
@@ -493,7 +525,10 @@ def test_two_live_runs_and_readers_share_one_run_log(llm, tmp_path, db):
     procs = [popen_cli("run", spec, accounts, "--json") for _ in range(2)]
     readers = []
     try:
-        run_ids = [p.stderr.readline().strip() for p in procs]  # --json: the run id on stderr
+        # --json: the run id on stderr (after a warning that the other run of this spec and
+        # input is live, for the one that starts second)
+        run_ids = [next(line.strip() for line in iter(p.stderr.readline, "")
+                        if not line.startswith("warning: ")) for p in procs]
         deadline = time.monotonic() + 20
         while len(llm.requests) < 12:
             assert time.monotonic() < deadline, "the runs never got going"

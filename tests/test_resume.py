@@ -231,10 +231,13 @@ def test_retry_one_stage_then_everything_then_resume_does_nothing(llm, tmp_path,
                                        "select": {"ok": 6}, "write": {"ok": 6}}
 
     sent, logged = len(llm.requests), len(db_rows(db, "SELECT 1 FROM llm_calls"))
+    before = db_rows(db, "SELECT * FROM runs WHERE run_id = ?", [run_id])
     res = run_inproc("resume", run_id)
     assert res.exit_code == 0, res.output
+    assert res.stderr.strip() == f"run {run_id} has ended (completed): nothing to resume"
     assert len(llm.requests) == sent and len(db_rows(db, "SELECT 1 FROM llm_calls")) == logged
-    assert run_status(db, run_id) == "completed"
+    # the run row is left as it was: a resume used to move ended_at and empty its totals
+    assert db_rows(db, "SELECT * FROM runs WHERE run_id = ?", [run_id]) == before
 
 
 def test_retry_not_ok_reruns_every_cell_that_is_not_ok(llm, tmp_path, db):

@@ -422,7 +422,9 @@ def test_orchestrate_refuses_spawns_past_max_subagents_and_logs_it(llm, tmp_path
 
 def test_orchestrate_max_rounds_bounds_a_lead_that_never_stops(llm, tmp_path, db):
     def responder(body: dict) -> Reply | None:
-        if agent_of(body) == "lead" and sum(m["role"] == "tool" for m in body["messages"]) < limit["spawns"]:
+        offered = [t["function"]["name"] for t in body.get("tools") or []]
+        if agent_of(body) == "lead" and "spawn" in offered \
+                and sum(m["role"] == "tool" for m in body["messages"]) < limit["spawns"]:
             n = len(body["messages"])
             return Reply(tool_calls=[{"name": "spawn", "arguments": {"agent": "news", "task": f"again {n}"}}])
         return None
@@ -437,12 +439,20 @@ def test_orchestrate_max_rounds_bounds_a_lead_that_never_stops(llm, tmp_path, db
     assert len(spans(db, run_id, role="subagent")) == 2
     assert cell_counts(db, run_id)["research"] == {"ok": 1}  # the refusals answered the lead
 
-    # a lead that ignores every refusal is stopped by its tool-round cap: a failed cell, no runaway
+    # a lead that ignores every refusal is stopped by its tool-round cap, and a bound never
+    # fails the cell: one last lead turn without spawn, on its sub-agents' results, answers
     limit["spawns"] = 100
-    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1), code=1)
-    (cell,) = db_rows(db, "SELECT status, error FROM cells WHERE run_id = ?", [run_id])
-    assert cell["status"] == "failed" and "max_tool_rounds" in cell["error"]
+    sent = len(llm.requests)
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    (cell,) = db_rows(db, "SELECT status, error, output FROM cells WHERE run_id = ?", [run_id])
+    assert cell["status"] == "ok" and set(json.loads(cell["output"])) == {"summary"}
     assert len(spans(db, run_id, role="subagent")) == 2
+    final = [b for b in llm.requests[sent:] if agent_of(b) == "lead"][-1]
+    assert "spawn" not in [t["function"]["name"] for t in final.get("tools") or []]
+    assert "Spawning is over" in last_user(final) and last_user(final).count("- news (again") == 2
+    leads = spans(db, run_id, role="lead")
+    assert [s["status"] for s in leads] == ["failed", "ok"]  # the cut-off turn, then the answer
+    assert leads[1]["parent_span_id"] == leads[0]["span_id"]
 
 
 def test_orchestrate_depth_lets_subagents_spawn_only_within_max_depth(llm, tmp_path, db):
@@ -514,6 +524,19 @@ def test_resume_after_sigkill_inside_orchestrate_reuses_finished_subagents(llm, 
     assert cell_counts(db, run_id)["research"] == {"ok": 3}
     statuses = Counter(t["status"] for t in tool_rows(db, run_id) if t["tool"] == "spawn")
     assert statuses["reused"] == 6
+    # cells and spans count both sessions: the reused sub-agents, the lead turn paid before
+    # the kill (replayed from the cache at $0 now)
+    per_cell = db_rows(db, """SELECT c.cost_usd, c.attempts, l.cost, l.n FROM cells c
+                              JOIN (SELECT item_key, stage_id, sum(cost_usd) AS cost, count(*) AS n
+                                    FROM llm_calls WHERE run_id = ? GROUP BY ALL) l
+                              USING (item_key, stage_id) WHERE c.run_id = ?""", [run_id, run_id])
+    assert len(per_cell) == 3
+    assert all(abs(r["cost_usd"] - r["cost"]) < 1e-12 and r["attempts"] == r["n"] for r in per_cell)
+    per_span = db_rows(db, """SELECT s.cost_usd, l.cost FROM spans s
+                              JOIN (SELECT span_id, sum(cost_usd) AS cost FROM llm_calls
+                                    WHERE run_id = ? GROUP BY ALL) l USING (span_id)
+                              WHERE s.run_id = ?""", [run_id, run_id])
+    assert len(per_span) == 12 and all(abs(r["cost_usd"] - r["cost"]) < 1e-12 for r in per_span)
 
 
 # --- static validation ----------------------------------------------------------------------
@@ -628,6 +651,35 @@ def test_a_subagents_side_effect_goes_through_the_ledger_and_the_gate(llm, tmp_p
     assert len(llm.requests) == sent  # executing approved actions calls no model
     assert run_inproc("resume", run_id).exit_code == 0  # and a second resume sends nothing
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_a_lead_hears_spawn_is_allowed_and_spawn_arguments_follow_its_schema(llm, tmp_path, db):
+    stage = orchestrate(prompt="Go " + TAG + ' [[call:web_search {"q": "x"}]] '
+                        '[[call:spawn {"agent": "news", "task": "t", "priority": 1}]]')
+    run_id = run_ok("run", spec(tmp_path, llm.base_url, [stage]), write_accounts(tmp_path, 1))
+    rows = {t["tool"]: t for t in tool_rows(db, run_id)}
+    assert rows["web_search"]["status"] == "denied"
+    assert rows["web_search"]["error"].endswith("allowed: spawn")
+    assert rows["spawn"]["status"] == "invalid_args" and "priority" in rows["spawn"]["error"]
+    assert spans(db, run_id, role="subagent") == []  # additionalProperties: false, as advertised
+
+
+def test_a_spawn_refused_by_the_item_budget_is_a_refusal_like_the_others(llm, tmp_path, db):
+    """No failed span for a sub-agent the budget never let call a model: a `refused` spawn
+    row, as with max_subagents; the cell answers."""
+    models = {"pricey": {"model": "openai/gpt-4o-mini", "api_base": llm.base_url,
+                         "price": {"input_per_mtok": 100000.0, "output_per_mtok": 100000.0}}}
+    agents = {**AGENTS, "news": {**AGENTS["news"], "model": "pricey"}}
+    path = write_spec(tmp_path, llm.base_url, stages=[orchestrate(max_subagents=10)],
+                      extra={"agents": agents, "models": models, "budget": {"per_item_usd": 0.05}})
+    run_id = run_ok("run", path, write_accounts(tmp_path, 1))
+    spawns = {t["arguments"] and json.loads(t["arguments"])["agent"]: t
+              for t in tool_rows(db, run_id) if t["tool"] == "spawn"}
+    assert spawns["news"]["status"] == "refused" and spawns["news"]["child_span_id"] is None
+    assert "budget" in spawns["news"]["error"]
+    assert {s["agent"] for s in spans(db, run_id, role="subagent")} == {"hiring", "tech"}
+    assert {s["status"] for s in spans(db, run_id)} == {"ok"}
+    assert cell_counts(db, run_id)["research"] == {"ok": 1}
 
 
 def test_a_subagent_is_refused_tools_it_was_not_granted(llm, tmp_path, db):
@@ -745,3 +797,23 @@ def test_a_reduce_nobody_reached_says_so(llm, tmp_path, db):
     assert not any(agent_of(b) == "analyst" for b in llm.requests)
     res = run_inproc("export", run_id, "--stage", "report")
     assert res.exit_code == 2 and "no account reached this stage" in res.stderr
+
+
+@pytest.mark.parametrize("accounts, max_input_tokens", [(30, 400), (45, 500), (60, 700)])
+def test_plan_counts_the_system_prompt_and_merge_framing_in_the_reduce_tree(
+        tmp_path, db, accounts, max_input_tokens):
+    """A long system prompt leaves room for fewer partials in a merge: the plan's tree is the
+    run's, call for call, and its input tokens are within a quarter of the run's."""
+    stages = [RESEARCH, reduce_stage(batch_size=3, max_input_tokens=max_input_tokens)]
+    agents = {**AGENTS, "analyst": {"system": "You write pipeline reports. " * 30}}
+    path = write_spec(tmp_path, "http://127.0.0.1:9/v1", stages=stages, extra={"agents": agents})
+    rows = write_accounts(tmp_path, accounts)
+    res = run_inproc("plan", path, rows, "--sample", "4", "--mock", "--json")
+    assert res.exit_code == 0, res.output
+    projected = {s["id"]: s for s in json.loads(res.stdout)["stages"]}["report"]
+
+    run_id = run_ok("run", path, rows, "--mock")
+    (made,) = db_rows(db, "SELECT count(*) AS n, sum(input_tokens) AS tin FROM llm_calls "
+                          "WHERE run_id = ? AND stage_id = 'report'", [run_id])
+    assert projected["llm_calls"] == made["n"]
+    assert abs(projected["input_tokens"] - made["tin"]) <= made["tin"] / 4, (projected, made)

@@ -38,10 +38,18 @@ class Ledger:
     write: Callable[[dict], None]           # recorder.action
     flush: Callable[[], Any]                # awaitable durable flush
     rows: dict[str, dict] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)   # actions a model asked for in this session
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, key: str) -> asyncio.Lock:
+        self.touched.add(key)
         return self._locks.setdefault(key, asyncio.Lock())
+
+    def put_soon(self, row: dict) -> None:
+        """Write a change that only ever makes an action less likely to run (withdrawn): it
+        goes out with the writer's next batch, like the cell row that explains it."""
+        self.rows[row["idempotency_key"]] = row
+        self.write(dict(row))
 
     async def put(self, row: dict, *, durable: bool = True) -> dict:
         self.rows[row["idempotency_key"]] = row
@@ -119,7 +127,8 @@ class ToolExecutor:
         row["arguments"] = args
         tool = self.registry.called_tool(self._granted.get(agent, {}), call.name)
         if tool is None:
-            allowed = sorted(self._granted.get(agent, {}))
+            # the stage's own tools (an orchestrate lead's spawn) are allowed as well
+            allowed = sorted({*self._granted.get(agent, {}), *(meta or {}).get("extra_tools", ())})
             msg = (f"tool '{call.name}' is not available to agent '{agent}' (not permitted); "
                    f"allowed: {', '.join(allowed) or 'none'}")
             return finish("denied", _err(msg), error=msg)

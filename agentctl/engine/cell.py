@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentctl.agents import AgentTask, CellFailed, ExtraTool, run_agent
-from agentctl.errors import AgentctlError, ProviderError
+from agentctl.errors import AgentctlError, BudgetExceeded, ProviderError
 from agentctl.llm.caller import CellUsage
 from agentctl.runlog.writer import utcnow
 
@@ -35,6 +35,9 @@ class CellResult:
     error_type: str | None = None
     log_output: bool = True        # False: the cell row stores no copy (a reduce's run output)
     usage: dict[str, Any] | None = None  # a stored cell's attempts, tokens, cost and times (resume)
+    # False when this result is what an earlier session of the run stored (or equals it): the
+    # cells that read it may keep what they stored too. True for anything decided anew.
+    changed: bool = True
 
 
 STOPPED = CellResult("stopped")
@@ -116,14 +119,18 @@ class CellRun:
                     role: str, span: Span | None = None, parent: Span | None = None,
                     round: int | None = None, task: str | None = None,
                     extra_tools: list[ExtraTool] | None = None,
-                    max_tool_rounds: int | None = None) -> dict[str, Any]:
+                    max_tool_rounds: int | None = None, refusable: bool = False) -> dict[str, Any]:
         """One agent turn (its tool rounds and repairs included); returns its validated output.
 
-        With a `span`, the turn is logged as one: failures are recorded on it and re-raised."""
+        With a `span`, the turn is logged as one: failures are recorded on it and re-raised.
+        `refusable` (a sub-agent): the item's budget refusing it is a bound, not a failure;
+        its span says `refused`, and is not written at all when it never got to call a model
+        (like a spawn refused by `max_subagents`, which has no span either)."""
         meta = {"run_id": self.engine.run_id, "item_key": self.key, "stage_id": self.plan.id,
                 "agent": profile.name, "account": self.row or {}, "price": profile.route.price,
                 "kind": self.plan.kind, "role": role,
-                "span_id": span.id if span else None}
+                "span_id": span.id if span else None,
+                "extra_tools": [t.name for t in extra_tools or ()]}
         agent_task = AgentTask(
             stage_id=self.plan.id, agent=profile.name, system=profile.system, prompt=prompt,
             route=profile.route, schema=output.schema, parse=output.parse,
@@ -146,6 +153,10 @@ class CellRun:
         except ProviderError as exc:
             status, error, error_type = "failed", exc.message, exc.kind
             raise
+        except BudgetExceeded as exc:
+            status, error, error_type = ("refused" if refusable and not exc.whole_run else "failed",
+                                         exc.message, type(exc).__name__)
+            raise
         except AgentctlError as exc:
             status, error, error_type = "failed", exc.message, type(exc).__name__
             raise
@@ -158,8 +169,10 @@ class CellRun:
                 self.awaiting = True
                 if status == "ok":
                     status = "awaiting_approval"
-            if span is not None and status != "stopped":
+            unborn = status == "refused" and usage.attempts == 0
+            if span is not None and status != "stopped" and not unborn:
                 self.spans += 1
+                usage = self.engine.carried.span(span.id, usage)  # earlier sessions' calls too
                 self.engine.record_span({
                     "span_id": span.id, "run_id": self.engine.run_id, "item_key": self.key,
                     "stage_id": self.plan.id, "parent_span_id": parent.id if parent else None,
@@ -176,22 +189,30 @@ class FanInRun(CellRun):
     (seq, key, context) of each, in input order."""
 
     def __init__(self, engine: "Engine", plan: "StagePlan",
-                 items: list[tuple[int, str, dict[str, Any]]]):
+                 items: list[tuple[int, str, dict[str, Any]]], *, inputs_changed: bool = True):
         run = {"id": engine.run_id, "pipeline": engine.pipeline_name}
         super().__init__(engine, plan, seq=-1, key=None, row=None, context={"run": run})
         self.items = items
+        self.inputs_changed = inputs_changed
 
     def prior_output(self) -> dict[str, Any] | None:
-        """A run-level output this run already produced (resume), if it finished."""
+        """A run-level output this run already produced (resume), if it finished and its
+        inputs are the same now: no account reaches it that did not before, or the reverse,
+        nor with changed inputs (a retry upstream)."""
+        if self.inputs_changed:
+            return None
         done = self.engine.prior_run_outputs.get(self.plan.id)
         return done if done is not None and done.get("status") == "ok" else None
 
     def record_output(self, status: str, output: dict | None, *, items: int, error: str | None = None,
                       error_type: str | None = None, started_at=None, t0: float | None = None) -> None:
+        # what the stage cost over the whole run: calls of earlier sessions (maps paid before a
+        # crash, a reduce a retry replaced) count, their cache-hit replays here add $0
+        usage = self.engine.carried.output(self.plan.id, self.usage)
         self.engine.record_run_output({
             "run_id": self.engine.run_id, "stage_id": self.plan.id, "status": status,
             "output": output, "error": error, "error_type": error_type, "items": items,
-            "attempts": self.usage.attempts, "input_tokens": self.usage.input_tokens,
-            "output_tokens": self.usage.output_tokens, "cost_usd": self.usage.cost_or_none,
+            "attempts": usage.attempts, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens, "cost_usd": usage.cost_or_none,
             "started_at": started_at, "ended_at": utcnow(),
             "duration_ms": (time.perf_counter() - t0) * 1000 if t0 is not None else 0.0})

@@ -29,10 +29,13 @@ class FanIn:
         self.results: dict[str, asyncio.Future] = {}
         self.total: int | None = None
         self.stopped = False
+        self.inputs_changed = False   # an arrival differs from what an earlier session stored
         self._task: asyncio.Task | None = None
 
-    def arrive(self, seq: int, key: str, context: dict | None) -> asyncio.Future:
+    def arrive(self, seq: int, key: str, context: dict | None, *,
+               changed: bool = True) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
+        self.inputs_changed = self.inputs_changed or changed
         self.arrived[key] = (seq, context)
         self.results[key] = fut
         if self.stopped:
@@ -62,7 +65,8 @@ class FanIn:
         counters = self.engine.progress.stages[self.plan.id]
         counters.in_flight += 1
         try:
-            decided: dict[str, Any] = await self.plan.type.decide(FanInRun(self.engine, self.plan, live))
+            run = FanInRun(self.engine, self.plan, live, inputs_changed=self.inputs_changed)
+            decided: dict[str, Any] = await self.plan.type.decide(run)
         except RunStopped:
             decided = {key: STOPPED for _, key, _ in live}
         except CellFailed as exc:

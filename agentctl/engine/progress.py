@@ -38,6 +38,13 @@ class RunProgress:
     mock: bool = False
     prior_usage: dict[str, dict] = field(default_factory=dict)  # a resumed run's, by stage
     rate_limits: Callable[[], list[dict[str, Any]]] | None = None  # the rate governor's pushback
+    # what a retry did that a reader must know: actions withdrawn, or taken and not undoable,
+    # for accounts a fan-in no longer lets through (in `totals` as `notes`, when there are any)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < 1000:
+            self.notes.append(text)
 
     def add_stage(self, stage_id: str, kind: str) -> None:
         c = self.stages[stage_id] = StageCounters(stage_id, kind)
@@ -89,4 +96,5 @@ class RunProgress:
             "cost_usd": round(sum(c.cost_usd for c in s), 6),
             "unpriced_calls": sum(c.unpriced_calls for c in s),
             "rate_limits": self.rate_limits() if self.rate_limits else [],
+            **({"notes": list(self.notes)} if self.notes else {}),
         }

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from agentctl.agents import CellFailed, ToolRunner
+from agentctl.engine.carry import Carried
 from agentctl.engine.cell import STOPPED, CellResult, CellRun
 from agentctl.engine.fanin import FanIn
 from agentctl.engine.plan import StagePlan
@@ -28,6 +29,7 @@ from agentctl.spec.templates import eval_condition
 FINAL = {"ok", "failed", "skipped", "filtered"}
 TAIL_ROUNDS = 4  # the tail: input exhausted and at most this many rounds of cells per stage left
 REUSABLE = FINAL | {"awaiting_approval"}  # prior cells a resumed run keeps as they are
+OPEN_ACTIONS = ("pending_approval", "approved")  # actions that have not run and still may
 
 __all__ = ["CellResult", "Engine", "STOPPED"]
 
@@ -44,7 +46,8 @@ class Engine:
                  record_tool_call: Callable[[dict], None] | None = None,
                  prior_spans: dict[str, dict] | None = None,
                  prior_run_outputs: dict[str, dict] | None = None,
-                 log_backlog: Callable[[], int] | None = None, max_log_backlog: int = 5000):
+                 log_backlog: Callable[[], int] | None = None, max_log_backlog: int = 5000,
+                 carried: Carried | None = None):
         self.plans = plans
         self.by_id = {p.id: p for p in plans}
         self.run_id = run_id
@@ -64,6 +67,8 @@ class Engine:
         self._record_tool_call = record_tool_call or (lambda row: None)
         self.prior_spans = prior_spans or {}
         self.prior_run_outputs = prior_run_outputs or {}
+        self.carried = carried or Carried()
+        self._open_actions: dict[tuple[str, str], list[str]] | None = None
         self.log_backlog = log_backlog or (lambda: 0)
         self.max_log_backlog = max_log_backlog
         self.barriers = {p.id: FanIn(p, self) for p in plans if p.type.fan_in}
@@ -186,7 +191,8 @@ class Engine:
     async def _cell(self, plan: StagePlan, seq: int, key: str, row: dict,
                     deps: dict[str, CellResult]) -> CellResult:
         prior = self.prior.get((key, plan.id))
-        if prior is not None and prior.status in REUSABLE and not plan.type.fan_in:
+        if (prior is not None and prior.status in REUSABLE and not plan.type.fan_in
+                and not self._inputs_changed(deps) and (key, plan.id) not in self.carried.rerun):
             self.progress.count(plan.id, prior.status)
             return prior
         barrier = self.barriers.get(plan.id)
@@ -197,10 +203,12 @@ class Engine:
             if plan.when and not eval_condition(plan.when, context):
                 result = CellResult("filtered", error=f"when: {plan.when.strip()} is false")
                 if barrier is not None:
-                    barrier.arrive(seq, key, None)
+                    barrier.arrive(seq, key, None, changed=self._arrival_changed(plan, key, deps, False))
                 return self._record(plan, key, result, CellUsage(), None, None)
         if barrier is not None:
-            decided = await barrier.arrive(seq, key, context if blocked is None else None)
+            live = blocked is None
+            decided = await barrier.arrive(seq, key, context if live else None,
+                                           changed=self._arrival_changed(plan, key, deps, live))
             if decided is not None:
                 if decided.status == "stopped":
                     return decided
@@ -212,6 +220,84 @@ class Engine:
                 return blocked
             return self._record(plan, key, blocked, CellUsage(), None, None)
         return await self._run_cell(plan, seq, key, row, context)
+
+    def _arrival_changed(self, plan: StagePlan, key: str, deps: dict[str, CellResult],
+                         live: bool) -> bool:
+        """Whether this account changes what a fan-in decides over, against what an earlier
+        session stored: it reaches the fan-in now and did not then (or the reverse), or it
+        reaches it with changed inputs. A reduce reuses its stored output only when no
+        account's arrival changed."""
+        prior = self.prior.get((key, plan.id))
+        if live:
+            return prior is None or prior.status != "ok" or self._inputs_changed(deps)
+        return prior is not None and prior.status == "ok"
+
+    @staticmethod
+    def _inputs_changed(deps: dict[str, CellResult]) -> bool:
+        """Whether a need's result differs from what an earlier session of the run stored, so a
+        stored cell that read it is stale. Within one account only retried cells change (and
+        `retry` drops everything downstream of them); across accounts a fan-in does: a select
+        that ranks again after a retry, a reduce recomputed over changed inputs."""
+        return any(d.changed for d in deps.values() if d.status in REUSABLE)
+
+    def _compare_with_prior(self, plan: StagePlan, key: str, result: CellResult) -> None:
+        """Mark a result decided in this session `changed` unless it equals the stored one,
+        and settle the stored cell's actions when the cell was decided anew."""
+        prior = self.prior.get((key, plan.id))
+        if result is prior or result.status not in REUSABLE:
+            return
+        if prior is not None:
+            if result.log_output:
+                same = prior.status == result.status and prior.output == result.output
+            else:  # a reduce: its cells keep no copy; compare with the run-level output before
+                before = (self.prior_run_outputs.get(plan.id)
+                          or self.carried.superseded.get(plan.id))
+                same = (prior.status == result.status and before is not None
+                        and before.get("output") == result.output)
+            result.changed = not same
+            if not plan.type.fan_in:
+                self._settle_stale_actions(plan, key, result)
+
+    def _settle_stale_actions(self, plan: StagePlan, key: str, result: CellResult) -> None:
+        """A stored cell that ran again (its inputs changed after a retry) or became filtered or
+        skipped: the actions it had asked for and that have not run must never run on its old
+        reasons. Those the new run of the cell did not ask for again are `withdrawn` (a later
+        run that asks for the same action needs a new approval); actions that already ran cannot
+        be undone, and the cell and the run's notes say so."""
+        ledger = getattr(self.tools, "ledger", None)
+        if ledger is None:
+            return
+        if self._open_actions is None:  # built once, on the first stored cell decided anew
+            self._open_actions = {}
+            for k, a in ledger.rows.items():
+                self._open_actions.setdefault((a["item_key"], a["stage_id"]), []).append(k)
+        keys = self._open_actions.pop((key, plan.id), None)
+        if not keys or result.status == "failed":  # a failed cell's actions wait for its retry
+            return
+        done = []
+        for k in keys:
+            action = ledger.rows.get(k)
+            if action is None:
+                continue
+            if action["status"] in ("done", "intent"):
+                if result.status in ("filtered", "skipped"):
+                    done.append(f"{action['tool']} {k} ({action['status']})")
+                continue
+            if action["status"] not in OPEN_ACTIONS or k in ledger.touched:
+                continue
+            why = (f"not executed: after a retry, {plan.id} of {key} is {result.status}"
+                   + (f" ({result.error})" if result.error else "")
+                   if result.status in ("filtered", "skipped") else
+                   f"not executed: after a retry, {plan.id} of {key} ran again on changed "
+                   "inputs and did not ask for this action again")
+            ledger.put_soon({**action, "status": "withdrawn", "decided_by": "agentctl",
+                             "decided_at": utcnow(), "decision_note": why})
+            self.progress.note(f"action {k} ({action['tool']}) of {key} withdrawn, {why}")
+        if done:
+            what = (f"{len(done)} action(s) it took before the retry cannot be undone: "
+                    + ", ".join(done))
+            result.error = f"{result.error}; {what}" if result.error else what
+            self.progress.note(f"{key}: {plan.id} is now {result.status}, but {what}")
 
     def _blocked_by(self, deps: dict[str, CellResult]) -> CellResult | None:
         for name, dep in deps.items():
@@ -269,7 +355,9 @@ class Engine:
 
     def _record(self, plan: StagePlan, key: str, result: CellResult, usage: CellUsage,
                 started_at, t0: float | None) -> CellResult:
+        self._compare_with_prior(plan, key, result)
         self.progress.count(plan.id, result.status)
+        usage = self.carried.cell(key, plan.id, usage)  # earlier sessions' calls for this cell
         now = utcnow()
         self.record_cell({
             "run_id": self.run_id, "item_key": key, "stage_id": plan.id,

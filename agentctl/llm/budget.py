@@ -102,8 +102,14 @@ class Budget:
         self.wake()
 
     def settle(self, item_key: str | None, req: Any, est_tokens: int, resp: Any) -> None:
+        held = self._holds.get(id(req), 0.0)
         self._drop(id(req))
         cost = (resp.cost_usd or 0.0) if resp is not None else 0.0
+        if resp is not None and not getattr(resp, "usage_known", True):
+            # a reply that did not say what it used is logged unpriced (NULL), but it was not
+            # free: the limits count its worst case, what it held. (A resume sums the run
+            # log's costs, where it is NULL: only this session counts it.)
+            cost = held
         self.spent += cost
         if item_key is not None and self.per_item_usd is not None:
             self.item_spent[item_key] += cost

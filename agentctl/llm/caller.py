@@ -14,6 +14,7 @@ from typing import Any, Callable
 from agentctl.errors import BudgetExceeded, OutputInvalid, ProviderError, RetryableProviderError
 from agentctl.llm.hedge import PRIORITY as HEDGE_PRIORITY, Hedge, LatencyWindow, max_share, race
 from agentctl.llm.limiter import PriorityLimiter
+from agentctl.llm.replies import unusable_reply
 from agentctl.llm.retry import RetryPolicy
 from agentctl.llm.types import LLMClient, LLMRequest, LLMResponse
 from agentctl.runlog.writer import utcnow
@@ -110,7 +111,8 @@ class ModelCaller:
         failures = 0
         consecutive = 0
         last_error: ProviderError | None = None
-        for _ in range(self.policy.max_attempts):
+        for attempt_index in range(self.policy.max_attempts):
+            final = attempt_index == self.policy.max_attempts - 1
             if self.stop_reason:
                 raise RunStopped(self.stop_reason)
             alias = chain[route_index]
@@ -163,8 +165,6 @@ class ModelCaller:
                 if stage_limiter is not None:
                     stage_limiter.release()
             latency_ms = (time.perf_counter() - t0) * 1000
-            for hedge in hedges:
-                self._log_hedge(req, alias, usage, hedge)
             usage.add(resp)
             if self.budget is not None:
                 self.budget.settle(meta.get("item_key"), req, est_tokens, resp)
@@ -172,15 +172,18 @@ class ModelCaller:
                 self.on_usage(stage_id, resp)
             wait = 0.0
             invalid: Exception | None = None
-            if error is None and check is not None:
-                try:
-                    resp.checked = check(resp)  # type: ignore[union-attr]
-                except OutputInvalid as exc:
-                    invalid = exc
+            if error is None:
+                # cut off, filtered, refused or empty: no stage's check can use it
+                invalid = unusable_reply(resp, req)  # type: ignore[arg-type]
+                if invalid is None and check is not None:
+                    try:
+                        resp.checked = check(resp)  # type: ignore[union-attr]
+                    except OutputInvalid as exc:
+                        invalid = exc
             if error is not None:
                 failures += 1
                 consecutive += 1
-                if error.retryable:
+                if error.retryable and not final:  # no wait (nor wait_ms) after the last attempt
                     wait = self.policy.delay(failures, error.retry_after)
             call_id = self._log(req, alias, usage.attempts, purpose, started_at, resp, error,
                                 # a hedged attempt held its slot until the first answer:
@@ -188,6 +191,8 @@ class ModelCaller:
                                 latency_ms if resp is None or hedges
                                 else resp.latency_ms or latency_ms,
                                 wait, invalid)
+            for hedge in hedges:  # after the attempt's own row: a hedge takes the next number
+                self._log_hedge(req, alias, usage, hedge)
             if error is None:
                 resp.call_id = call_id  # type: ignore[union-attr]
                 if invalid is not None:
@@ -208,7 +213,8 @@ class ModelCaller:
                 route_index += 1
                 consecutive = 0
             purpose = "retry"
-            await asyncio.sleep(wait)
+            if wait:
+                await asyncio.sleep(wait)
         assert last_error is not None
         raise RetryableProviderError(
             f"gave up after {self.policy.max_attempts} attempts: {last_error.message}",
@@ -340,12 +346,16 @@ class ModelCaller:
     async def _send(self, req: LLMRequest) -> LLMResponse:
         timeout = req.params.get("timeout")
         if timeout:
-            # litellm enforces the timeout too; this is the safety net when a transport ignores it
+            # The alias timeout bounds the whole request. litellm's (httpx's) timeout is per
+            # read, so a body dribbled a few bytes at a time would never trip it: this
+            # deadline does, at the same limit.
             try:
-                return await asyncio.wait_for(self.client.complete(req), timeout=float(timeout) + 5)
+                return await asyncio.wait_for(self.client.complete(req), timeout=float(timeout))
             except asyncio.TimeoutError as exc:
-                raise RetryableProviderError(f"{req.model}: request timed out after {timeout}s",
-                                             kind="Timeout") from exc
+                raise RetryableProviderError(
+                    f"{req.model}: request timed out after {float(timeout):g} s (the alias "
+                    f"timeout, reply included); raise models.{req.alias}.timeout if the model "
+                    "needs longer", kind="Timeout") from exc
         return await self.client.complete(req)
 
     def _reroute(self, request: LLMRequest, route: Route) -> LLMRequest:
@@ -380,9 +390,10 @@ class ModelCaller:
             "status": status,
             "error": error.message if error is not None else (str(invalid) if invalid else None),
             "error_type": error.kind if error is not None else (
-                "OutputInvalid" if invalid is not None else None),
-            "input_tokens": resp.input_tokens if resp else None,
-            "output_tokens": resp.output_tokens if resp else None,
+                getattr(invalid, "kind", "OutputInvalid") if invalid is not None else None),
+            # NULL: no reply, or a reply that did not report its tokens (unknown, not 0)
+            "input_tokens": resp.input_tokens if resp and resp.usage_known else None,
+            "output_tokens": resp.output_tokens if resp and resp.usage_known else None,
             "cost_usd": resp.cost_usd if resp else None,
             "latency_ms": latency_ms,
             "wait_ms": wait * 1000 if wait else None,

@@ -28,6 +28,7 @@ WINDOW = 40              # replies remembered per lane (at least two rounds of i
 MIN_SAMPLES = 10         # before that, a few 429s say little
 SATURATION_SHARE = 0.4   # this share of 429s means the provider is pushing back, not noisy
 # (with 10% random 429s, 16 of 40 happens with probability ~3e-5: noise practically never cuts)
+RECHECK_S = 0.25         # seconds: how often a caller waiting for its rpm/tpm turn looks again
 MAX_PAUSE = 60.0         # seconds: no lane pause is longer than the retry policy's longest wait
 # (a Retry-After far beyond it is refused by the caller as an exhausted quota, not waited out)
 
@@ -70,7 +71,9 @@ class Lane:
                 wait = max(wait, self.next_token_at - now)
             if wait <= 0:
                 break
-            await asyncio.sleep(wait)
+            # in short steps: a call that settles gives back what its token estimate
+            # over-reserved (and a pause may be cut short), and waiters should see it
+            await asyncio.sleep(min(wait, RECHECK_S))
         now = loop.time()
         if self.rpm:
             self.next_request_at = max(self.next_request_at, now) + 60.0 / self.rpm
@@ -79,44 +82,63 @@ class Lane:
 
 
 class RateGovernor:
+    """Each alias goes through its own lane when `limits:` names the alias, AND through its
+    provider's lane when `limits:` names the provider: an alias entry narrows the provider's
+    limit, it does not take the alias out of it. With neither, the alias has an adaptive lane."""
+
     def __init__(self, limits: dict[str, Any], routes: dict[str, Any], *, default_concurrency: int):
         self.lanes: dict[str, Lane] = {}
-        self.lane_of: dict[str, str] = {}
+        self.lanes_of: dict[str, list[Lane]] = {}
         for alias, route in routes.items():
             provider = route.model.split("/", 1)[0] if "/" in route.model else route.model
-            key = alias if alias in limits else provider if provider in limits else alias
-            self.lane_of[alias] = key
-            if key in self.lanes:
-                continue
-            limit = limits.get(key)
-            conc = getattr(limit, "concurrency", None)
-            ceiling = conc or default_concurrency
-            self.lanes[key] = Lane(
-                key=key, limiter=PriorityLimiter(ceiling), adaptive=limit is None, ceiling=ceiling,
-                rpm=getattr(limit, "rpm", None), tpm=getattr(limit, "tpm", None),
-                recent=deque(maxlen=max(WINDOW, 2 * ceiling)))
+            keys = [k for k in dict.fromkeys((alias, provider)) if k in limits] or [alias]
+            for key in keys:
+                if key not in self.lanes:
+                    self.lanes[key] = self._new_lane(key, limits.get(key), default_concurrency)
+            # alias lanes before provider lanes, for every alias: one order, no deadlock
+            self.lanes_of[alias] = [self.lanes[k] for k in keys]
+
+    @staticmethod
+    def _new_lane(key: str, limit: Any, default_concurrency: int) -> Lane:
+        ceiling = getattr(limit, "concurrency", None) or default_concurrency
+        return Lane(key=key, limiter=PriorityLimiter(ceiling), adaptive=limit is None,
+                    ceiling=ceiling, rpm=getattr(limit, "rpm", None), tpm=getattr(limit, "tpm", None),
+                    recent=deque(maxlen=max(WINDOW, 2 * ceiling)))
 
     def lane(self, alias: str) -> Lane:
-        return self.lanes[self.lane_of.get(alias, alias)]
+        """The alias's narrowest lane (its own, or its provider's)."""
+        return self._lanes(alias)[0]
+
+    def _lanes(self, alias: str) -> list[Lane]:
+        lanes = self.lanes_of.get(alias)
+        return lanes if lanes is not None else [self.lanes[alias]]
 
     async def acquire(self, alias: str, est_tokens: int, priority: float = 0.0) -> None:
-        lane = self.lane(alias)
-        await lane.limiter.acquire(priority)
+        taken: list[Lane] = []
         try:
-            await lane.wait_turn(est_tokens)
+            for lane in self._lanes(alias):
+                await lane.limiter.acquire(priority)
+                taken.append(lane)
+                await lane.wait_turn(est_tokens)
         except BaseException:
-            lane.limiter.release()
+            for lane in taken:
+                lane.limiter.release()
             raise
 
     def release(self, alias: str, est_tokens: int, resp: Any, error: ProviderError | None,
                 *, cancelled: bool = False) -> None:
-        lane = self.lane(alias)
+        for lane in self._lanes(alias):
+            self._settle(lane, est_tokens, resp, error, cancelled)
+
+    @staticmethod
+    def _settle(lane: Lane, est_tokens: int, resp: Any, error: ProviderError | None,
+                cancelled: bool) -> None:
         lane.limiter.release()
         if cancelled:  # a hedge that lost: says nothing about the provider
             return
         now = time.monotonic()
         loop_now = asyncio.get_running_loop().time()
-        if resp is not None and lane.tpm:
+        if resp is not None and lane.tpm and getattr(resp, "usage_known", True):
             actual = resp.input_tokens + resp.output_tokens
             lane.next_token_at += (actual - est_tokens) * 60.0 / lane.tpm
         if isinstance(error, RateLimited):

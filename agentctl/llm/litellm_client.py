@@ -1,10 +1,9 @@
-"""The real client: litellm, imported lazily, with its errors translated once, here."""
+"""The real client: litellm, imported lazily; its errors are translated once, at this call
+(`provider_errors.translate_error`)."""
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import json
 import logging
 import os
 import sys
@@ -15,8 +14,8 @@ from typing import Any, Iterator
 
 import httpx
 
-from agentctl.errors import (AuthError, BadRequest, ProviderError, QuotaExceeded, RateLimited,
-                             RetryableProviderError)
+from agentctl.errors import ProviderError, RetryableProviderError
+from agentctl.llm.provider_errors import translate_error
 from agentctl.llm.types import LLMRequest, LLMResponse, ToolCallRequest
 
 _litellm = None
@@ -135,118 +134,6 @@ def load_litellm():
     return _litellm
 
 
-def _retry_after(exc: Exception) -> float | None:
-    headers = None
-    for attr in ("litellm_response_headers", "headers"):
-        headers = getattr(exc, attr, None)
-        if headers:
-            break
-    if not headers:
-        resp = getattr(exc, "response", None)
-        headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    try:
-        get = headers.get
-    except AttributeError:
-        return None
-    for name in ("retry-after", "Retry-After", "retry-after-ms"):
-        value = get(name)
-        if value is None:
-            continue
-        value = str(value).strip()
-        try:
-            secs = float(value)
-            return secs / 1000 if name == "retry-after-ms" else secs
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-            except (TypeError, ValueError):
-                continue
-    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
-        value = get(name)
-        if value:
-            secs = _parse_duration(str(value))
-            if secs is not None:
-                return secs
-    return None
-
-
-def _parse_duration(text: str) -> float | None:
-    """OpenAI's reset headers look like '1s', '6m0s', '20ms'."""
-    import re
-
-    total, found = 0.0, False
-    for num, unit in re.findall(r"([\d.]+)(ms|s|m|h)", text):
-        found = True
-        total += float(num) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-    if found:
-        return total
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it was raised from, outermost first (bounded)."""
-    out: list[BaseException] = []
-    while exc is not None and len(out) < 12:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return out
-
-
-def translate_error(exc: Exception, model: str) -> ProviderError:
-    """Map a litellm/openai/httpx exception onto agentctl's provider errors."""
-    litellm = load_litellm()
-    status = getattr(exc, "status_code", None)
-    text = str(exc)
-    # litellm prefixes messages with "litellm.RateLimitError: ..."; keep them short and keyless.
-    short = text.split("\n")[0][:500]
-    low = text.lower()
-    retry_after = _retry_after(exc)
-    if "insufficient_quota" in low or "exceeded your current quota" in low:
-        return QuotaExceeded(f"{model}: quota exhausted at the provider (insufficient_quota); "
-                             "add credit or switch model with --model", status=status)
-    if isinstance(exc, litellm.AuthenticationError) or status in (401, 403):
-        return AuthError(f"{model}: authentication failed; check the API key environment variable "
-                         "for this provider (e.g. OPENAI_API_KEY)", status=status)
-    if isinstance(exc, litellm.ContextWindowExceededError) or "context_length_exceeded" in low:
-        return BadRequest(f"{model}: context length exceeded: {short}", status=status,
-                          kind="ContextLengthExceeded")
-    if isinstance(exc, litellm.RateLimitError) or status == 429:
-        return RateLimited(f"{model}: rate limited (429)", status=429, retry_after=retry_after)
-    if isinstance(exc, litellm.Timeout) or "timed out" in low or "timeout" in type(exc).__name__.lower():
-        return RetryableProviderError(f"{model}: request timed out", status=status, kind="Timeout")
-    causes = _causes(exc)
-    if any(isinstance(c, json.JSONDecodeError) for c in causes):
-        # a body litellm cannot parse: its exception carries a made-up status (500 on the
-        # openai SDK path, the real 200 on its own handler), so the cause decides
-        return RetryableProviderError(f"{model}: unreadable reply: {short}", kind="MalformedReply")
-    if any(isinstance(c, (ConnectionError, httpx.TransportError)) for c in causes):
-        return RetryableProviderError(f"{model}: connection error: {short}", kind="ConnectionError")
-    if isinstance(exc, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
-            status is not None and status >= 500):
-        return RetryableProviderError(f"{model}: server error {status or ''}".strip(),
-                                      status=status, retry_after=retry_after, kind="ServerError")
-    if isinstance(exc, litellm.APIConnectionError):
-        # litellm also uses APIConnectionError for unparseable replies; both may heal on retry
-        return RetryableProviderError(f"{model}: connection error: {short}", status=status,
-                                      kind="ConnectionError")
-    if isinstance(exc, (litellm.NotFoundError,)) or status == 404:
-        return BadRequest(f"{model}: model or endpoint not found: {short}", status=status,
-                          kind="NotFound")
-    if isinstance(exc, litellm.BadRequestError) or status in (400, 422):
-        return BadRequest(f"{model}: bad request: {short}", status=status)
-    if isinstance(exc, litellm.APIError):
-        return RetryableProviderError(f"{model}: API error: {short}", status=status, kind="APIError")
-    if isinstance(exc, (ValueError, TypeError)):
-        return RetryableProviderError(f"{model}: unreadable reply: {short}", kind="MalformedReply")
-    return RetryableProviderError(f"{model}: {type(exc).__name__}: {short}", status=status)
-
-
 class LiteLLMClient:
     def __init__(self) -> None:
         self._litellm = load_litellm()
@@ -270,34 +157,37 @@ class LiteLLMClient:
         except ProviderError:
             raise
         except Exception as exc:  # translated once, here
-            raise translate_error(exc, request.model) from exc
+            raise translate_error(exc, request.model, request.params.get("timeout")) from exc
         latency = (time.perf_counter() - started) * 1000
         try:
             choice = resp.choices[0]
             message = choice.message
             content = message.content
-            calls = [ToolCallRequest(id=tc.id or f"call_{i}", name=tc.function.name,
+            calls = [ToolCallRequest(id=tc.id or f"call_{i}", name=tc.function.name or "",
                                      arguments=tc.function.arguments or "{}")
                      for i, tc in enumerate(message.tool_calls or [])]
-            usage = getattr(resp, "usage", None)
-            in_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
-            out_tok = int(getattr(usage, "completion_tokens", 0) or 0)
+            refusal = getattr(message, "refusal", None) or (
+                getattr(message, "provider_specific_fields", None) or {}).get("refusal")
+            tokens = _tokens(getattr(resp, "usage", None))
         except (AttributeError, IndexError, TypeError) as exc:
             raise RetryableProviderError(f"{request.model}: unreadable reply: {exc}",
                                          kind="MalformedReply") from exc
+        in_tok, out_tok = tokens or (0, 0)
         return LLMResponse(content=content, tool_calls=calls, finish_reason=choice.finish_reason,
                            input_tokens=in_tok, output_tokens=out_tok,
-                           cost_usd=self._cost(request, resp, in_tok, out_tok),
-                           model=getattr(resp, "model", None) or request.model, latency_ms=latency)
+                           usage_known=tokens is not None,
+                           cost_usd=self._cost(request, resp, in_tok, out_tok) if tokens else None,
+                           model=getattr(resp, "model", None) or request.model, latency_ms=latency,
+                           refusal=str(refusal) if refusal else None)
 
     def _cost(self, request: LLMRequest, resp: Any, in_tok: int, out_tok: int) -> float | None:
+        """The price of the model this call was configured with and sent to: the alias's
+        `price:`, else litellm's price map for `request.model`. Never the model name the reply
+        reports (a proxy may answer "gpt-4o" for a model the user priced, or left unpriced)."""
         price = request.meta.get("price")
         if price is not None:
             return (in_tok * price["input_per_mtok"] + out_tok * price["output_per_mtok"]) / 1e6
-        hidden = getattr(resp, "_hidden_params", None) or {}
-        if hidden.get("response_cost") is not None:  # litellm priced this reply already
-            return float(hidden["response_cost"])
-        return price_of(request.model, in_tok, out_tok)
+        return price_of(request.model, in_tok, out_tok, usage=getattr(resp, "usage", None))
 
     async def aclose(self) -> None:
         # litellm caches aiohttp sessions per loop; close them before our loop ends
@@ -309,12 +199,28 @@ class LiteLLMClient:
                 pass
 
 
-def price_of(model: str, in_tok: int, out_tok: int) -> float | None:
-    """USD from litellm's local price map; None when the model is not in it (unpriced)."""
+def _tokens(usage: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of a reply, or None when it did not report them usably.
+    litellm fills a missing `usage` with zeros; no real prompt is zero tokens, so zero prompt
+    tokens mean "not reported". Negative counts are malformed, not a refund."""
+    try:
+        in_tok = int(getattr(usage, "prompt_tokens", None) or 0)
+        out_tok = int(getattr(usage, "completion_tokens", None) or 0)
+    except (TypeError, ValueError):
+        return None
+    if in_tok <= 0 or out_tok < 0:
+        return None
+    return in_tok, out_tok
+
+
+def price_of(model: str, in_tok: int, out_tok: int, usage: Any = None) -> float | None:
+    """USD from litellm's local price map; None when the model is not in it (unpriced).
+    With the reply's `usage`, cached prompt tokens get their own (lower) rate."""
     litellm = load_litellm()
     try:
         prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=in_tok, completion_tokens=out_tok)
+            model=model, prompt_tokens=in_tok, completion_tokens=out_tok,
+            **({"usage_object": usage} if usage is not None else {}))
     except Exception:
         return None
     return float(prompt_cost + completion_cost)

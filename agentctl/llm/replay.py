@@ -26,6 +26,7 @@ def response_from_log(doc: dict[str, Any], model: str | None) -> LLMResponse:
                     for t in doc.get("tool_calls") or []],
         finish_reason=doc.get("finish_reason"), input_tokens=int(usage.get("input_tokens") or 0),
         output_tokens=int(usage.get("output_tokens") or 0), cost_usd=0.0,
+        usage_known=doc.get("usage") is not None, refusal=doc.get("refusal"),
         model=doc.get("model") or model, latency_ms=0.0, cache_hit=True)
 
 
@@ -49,17 +50,23 @@ class CachingClient:
 
 
 class ReplayClient:
-    """Every answer comes from one recorded run; an unrecorded request stops the run."""
+    """Every answer comes from one recorded run; an unrecorded request stops the run.
 
-    def __init__(self, run_id: str, recorded: dict[str, dict[str, Any]],
+    `recorded` holds, per request, every reply the run got for it in the order it got them,
+    the ones its stage refused too (invalid JSON, a cut-off or empty reply): the replay then
+    makes the same repairs and retries, and meets the same answers. A request asked more
+    often than recorded gets its last reply again."""
+
+    def __init__(self, run_id: str, recorded: dict[str, list[dict[str, Any]]],
                  requests_by_cell: dict[tuple[str, str], list[dict[str, Any]]]):
         self.run_id = run_id
         self.recorded = recorded
         self.requests_by_cell = requests_by_cell
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        doc = self.recorded.get(request.cache_key())
-        if doc is not None:
+        replies = self.recorded.get(request.cache_key())
+        if replies:
+            doc = replies.pop(0) if len(replies) > 1 else replies[0]
             return response_from_log(doc, request.model)
         raise ReplayMiss(self.explain_miss(request), kind="ReplayMiss")
 

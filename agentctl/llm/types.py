@@ -9,8 +9,8 @@ from typing import Any, Protocol
 @dataclass
 class ToolCallRequest:
     id: str
-    name: str
-    arguments: str  # raw JSON text from the model (may be invalid)
+    name: str        # "" when the model sent a call without a function name
+    arguments: str   # raw JSON text from the model (may be invalid)
 
 
 @dataclass
@@ -69,19 +69,25 @@ class LLMResponse:
     content: str | None
     tool_calls: list[ToolCallRequest] = field(default_factory=list)
     finish_reason: str | None = None
-    input_tokens: int = 0
+    input_tokens: int = 0           # 0 when `usage_known` is False
     output_tokens: int = 0
     cost_usd: float | None = None   # None = unpriced (never shown as $0)
-    model: str | None = None        # the model that answered
+    model: str | None = None        # the model name the reply reports (not what it is priced as)
+    usage_known: bool = True        # False: the reply had no usable token counts (none,
+                                    # zero prompt tokens, negative): logged as NULL, unpriced
+    refusal: str | None = None      # the model's refusal text (OpenAI's `message.refusal`)
     latency_ms: float = 0.0
     cache_hit: bool = False
     call_id: str | None = None      # the llm_calls row, set by ModelCaller
     checked: Any = None             # the validated output, when the caller passed a check
 
     def loggable(self) -> dict[str, Any]:
+        usage = ({"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+                 if self.usage_known else None)
         out: dict[str, Any] = {"content": self.content, "finish_reason": self.finish_reason,
-                               "usage": {"input_tokens": self.input_tokens,
-                                         "output_tokens": self.output_tokens}}
+                               "usage": usage}
+        if self.refusal:
+            out["refusal"] = self.refusal
         if self.tool_calls:
             out["tool_calls"] = [{"id": t.id, "name": t.name, "arguments": t.arguments}
                                  for t in self.tool_calls]

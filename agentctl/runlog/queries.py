@@ -211,6 +211,7 @@ def inspect_run(path: Path, run_id: str, *, stage: str | None = None, item: str 
         "input_path": run["input_path"], "spec_path": run["spec_path"], "args": run["args"],
         "stages": stage_list, "totals": totals, "grid": grid,
         "rate_limits": (run["totals"] or {}).get("rate_limits") or [],  # the last session's
+        "notes": (run["totals"] or {}).get("notes") or [],
         "grid_truncated": n_items > grid_limit, "grid_items": n_items,
         "run_outputs": run_outputs,
         "top_errors": errors, "call_errors": call_errors, "denied_tool_calls": [
@@ -426,9 +427,8 @@ def decide_actions(path: Path, run_id: str, keys: list[str], *, decision: str, b
 
 
 def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] | None = None,
-                   mock: bool | None = None, with_requests: bool = False, limit: int = 200_000):
-    """Successful calls as (request_hash -> response) — the response cache — and, for replay,
-    the recorded requests per (item, stage) to explain a miss."""
+                   mock: bool | None = None, limit: int = 200_000):
+    """The response cache: successful calls as (request_hash -> response), newest first."""
     where, params = ["status = 'ok'", "request_hash IS NOT NULL"], []
     if run_id is not None:
         with store.connect(path, read_only=True) as con:
@@ -441,22 +441,39 @@ def recorded_calls(path: Path, run_id: str | None = None, *, models: list[str] |
     if mock is not None:  # mock answers never serve real runs, nor real answers mock runs
         where.append("run_id IN (SELECT run_id FROM runs WHERE mock = ?)")
         params.append(mock)
-    cols = "request_hash, response, model" + (", item_key, stage_id, request" if with_requests else "")
     with store.connect(path, read_only=True) as con:
         if not store.has_schema(con):
-            return run_id, {}, {}
-        rows = con.execute(f"SELECT {cols} FROM llm_calls WHERE {' AND '.join(where)} "
-                           f"ORDER BY started_at DESC LIMIT ?", [*params, limit]).fetchall()
+            return run_id, {}
+        rows = con.execute(f"SELECT request_hash, response, model FROM llm_calls WHERE "
+                           f"{' AND '.join(where)} ORDER BY started_at DESC LIMIT ?",
+                           [*params, limit]).fetchall()
     by_hash: dict[str, dict] = {}
+    for request_hash, response, model in rows:
+        resp = _json(response) or {}
+        resp.setdefault("model", model)
+        by_hash.setdefault(request_hash, resp)
+    return run_id, by_hash
+
+
+def recording(path: Path, run_id: str) -> tuple[str, dict[str, list[dict]], dict[tuple[str, str], list[dict]]]:
+    """What `--replay RUN_ID` serves: per request hash, every reply the run got for it in order
+    (the ones its stages refused too: a replay makes the same repairs), and the recorded
+    requests per (item, stage), to explain a request the run never made."""
+    with store.connect(path, read_only=True) as con:
+        run_id = resolve_run_id(con, run_id)
+        rows = con.execute("""SELECT request_hash, response, model, item_key, stage_id, request
+                              FROM llm_calls WHERE run_id = ? AND request_hash IS NOT NULL
+                                AND status IN ('ok', 'invalid')
+                              ORDER BY started_at""", [run_id]).fetchall()
+    by_hash: dict[str, list[dict]] = {}
     by_cell: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        resp = _json(r[1]) or {}
-        resp.setdefault("model", r[2])
-        by_hash.setdefault(r[0], resp)
-        if with_requests:
-            req = _json(r[5]) or {}
-            req.setdefault("model", r[2])
-            by_cell.setdefault((r[3], r[4]), []).append(req)
+    for request_hash, response, model, item, stage, request in rows:
+        resp = _json(response) or {}
+        resp.setdefault("model", model)
+        by_hash.setdefault(request_hash, []).append(resp)
+        req = _json(request) or {}
+        req.setdefault("model", model)
+        by_cell.setdefault((item, stage), []).append(req)
     return run_id, by_hash, by_cell
 
 

@@ -52,7 +52,9 @@ CREATE TABLE cells (
     output        JSON,                    -- the validated stage output
     error         VARCHAR,
     error_type    VARCHAR,
-    attempts      INTEGER DEFAULT 0,       -- LLM calls made for this cell (incl. retries, repairs, tool rounds)
+    attempts      INTEGER DEFAULT 0,       -- LLM calls made for this cell (incl. retries, repairs, tool rounds),
+                                           --   in every session of the run: a cell that ran again after resume
+                                           --   or retry counts its earlier calls too (so do its tokens and cost)
     input_tokens  BIGINT DEFAULT 0,
     output_tokens BIGINT DEFAULT 0,
     cost_usd      DOUBLE,                  -- NULL when a call was unpriced
@@ -68,20 +70,29 @@ CREATE TABLE llm_calls (
     stage_id      VARCHAR,
     agent         VARCHAR,
     alias         VARCHAR,                 -- model alias in the spec
-    model         VARCHAR,                 -- litellm model string sent ('mock' for --mock)
-    attempt       INTEGER,                 -- 1-based, per cell, across retries/repairs/tool rounds
+    model         VARCHAR,                 -- the model name the reply reports (a proxy may name another);
+                                           --   without a reply, the litellm model string sent ('mock' for
+                                           --   --mock). What was sent, and priced: request->>'model'
+    attempt       INTEGER,                 -- 1-based, per cell, across retries/repairs/tool rounds, in
+                                           --   one session: a cell run again by resume/retry counts from
+                                           --   1 again (order a cell's calls by started_at); a hedge
+                                           --   takes the next number after its original's
     purpose       VARCHAR,                 -- initial | retry | repair | tool_round
     request       JSON,                    -- messages, tools, response_format, params (never keys)
-    response      JSON,                    -- content, tool_calls, finish_reason, usage
+    response      JSON,                    -- content, tool_calls, finish_reason, usage (null: not
+                                           --   reported), refusal (the model's refusal text)
     status        VARCHAR NOT NULL,        -- ok | invalid (reply failed the schema) | error | cancelled (a hedge that lost, or
                                            --   in flight when its cell was stopped: Ctrl-C, SIGTERM, a failed panel sibling)
     error         VARCHAR,
-    error_type    VARCHAR,
-    input_tokens  BIGINT,
+    error_type    VARCHAR,                 -- invalid: OutputInvalid, or Truncated | ContentFilter | Refused
+                                           --   | EmptyReply (a reply no stage can use: the cell fails, no repair)
+    input_tokens  BIGINT,                  -- NULL: no reply, or the reply reported no usable usage
     output_tokens BIGINT,
-    cost_usd      DOUBLE,                  -- from litellm's price map or the spec's price; NULL = unpriced
+    cost_usd      DOUBLE,                  -- the configured model's price (the alias's `price:` or
+                                           --   litellm's price map), never the reply's model name;
+                                           --   NULL = unpriced (also when the reply reported no usage)
     latency_ms    DOUBLE,
-    wait_ms       DOUBLE,                  -- backoff waited before the next attempt (retries)
+    wait_ms       DOUBLE,                  -- backoff waited before the next attempt (NULL: none followed)
     cache_hit     BOOLEAN DEFAULT false,
     started_at    TIMESTAMP
 );
@@ -111,6 +122,8 @@ CREATE TABLE actions (
     tool            VARCHAR NOT NULL,
     arguments       JSON,
     status          VARCHAR NOT NULL,      -- pending_approval | approved | rejected | intent | done | failed | dry_run
+                                           -- | withdrawn (by agentctl after a retry: its cell's account was filtered
+                                           --   out, or the cell ran again and did not ask for it; never executed)
     result          JSON,
     error           VARCHAR,
     decided_by      VARCHAR,
@@ -136,14 +149,17 @@ CREATE TABLE spans (
     depth          INTEGER,                -- 0 for the lead, 1 for its sub-agents, ...
     round          INTEGER,                -- a panelist's discussion round
     task           VARCHAR,                -- what it was asked (a sub-agent's task, a route's reason)
-    status         VARCHAR NOT NULL,       -- ok | failed | awaiting_approval
+    status         VARCHAR NOT NULL,       -- ok | failed | awaiting_approval | refused (a sub-agent the
+                                           --   item's budget stopped part-way; one refused before its
+                                           --   first call has no span, like other refused spawns)
     output         JSON,
     error          VARCHAR,
     error_type     VARCHAR,
     attempts       INTEGER,                -- LLM calls of this turn (retries, repairs, tool rounds)
     input_tokens   BIGINT,
     output_tokens  BIGINT,
-    cost_usd       DOUBLE,                 -- this turn only (not its sub-agents); NULL = unpriced
+    cost_usd       DOUBLE,                 -- this turn only (not its sub-agents), every session's calls
+                                           --   (a turn replayed from the cache keeps what it first cost); NULL = unpriced
     started_at     TIMESTAMP,
     ended_at       TIMESTAMP,
     duration_ms    DOUBLE
@@ -159,7 +175,8 @@ CREATE TABLE run_outputs (
     attempts      INTEGER,
     input_tokens  BIGINT,
     output_tokens BIGINT,
-    cost_usd      DOUBLE,
+    cost_usd      DOUBLE,                  -- attempts, tokens and cost: every call of the stage's run-level
+                                           --   work in every session (maps paid before a crash, a reduce a retry replaced)
     started_at    TIMESTAMP,
     ended_at      TIMESTAMP,
     duration_ms   DOUBLE,

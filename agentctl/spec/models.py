@@ -76,9 +76,11 @@ class ModelAlias(Strict):
 
 
 class Limit(Strict):
-    concurrency: int | None = Field(default=None, gt=0)
-    rpm: float | None = Field(default=None, gt=0)
-    tpm: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0, description="calls in flight at most")
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute, spaced evenly")
+    tpm: float | None = Field(default=None, gt=0, description=(
+        "tokens per minute: a call reserves its prompt + max_tokens (256 when unset) and gives "
+        "back what it did not use when it settles"))
 
 
 class Budget(Strict):

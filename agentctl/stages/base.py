@@ -104,9 +104,10 @@ class StageType:
 
     # -- agentctl plan ---------------------------------------------------------------------
     def project(self, stage: Any, measured: dict[str, Any], upstream: float,
-                reached: int) -> Projection:
+                reached: int, *, spec: Any = None) -> Projection:
         """Scale what a sample run measured for this stage (its row of `inspect_run`) to the
-        whole input: ``upstream`` accounts reach it there, ``reached`` did in the sample.
+        whole input: ``upstream`` accounts reach it there, ``reached`` did in the sample
+        (``spec``: the loaded spec, for a type that sizes prompts from its texts).
         By default every figure grows with the accounts the stage runs for."""
         ran = measured["ok"] + measured["failed"] + measured.get("awaiting_approval", 0)
         items = upstream * (ran / reached if reached else 0.0)

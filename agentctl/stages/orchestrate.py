@@ -83,6 +83,11 @@ class _Tree:
         self.spawned = 0
         self.refused = 0
         self.seen: dict[tuple[str, str, str], int] = {}
+        self.results: dict[str, list[str]] = {}   # what each spawner's sub-agents answered
+
+    def heard(self, parent_key: str, agent: str, task: str, answer: str) -> None:
+        self.results.setdefault(parent_key, []).append(
+            f"- {agent} ({task}): {answer[:4000]}")
 
 
 class OrchestrateType(StageType):
@@ -137,8 +142,23 @@ class OrchestrateType(StageType):
         lead, _, output, _ = cell.plan.runtime
         tree = _Tree()
         span = cell.span("lead", lead.name, agent=lead.name)
-        return await cell.agent(lead, cell.render(stage.id), output, role="lead", span=span,
-                                extra_tools=[self._spawn_tool(cell, stage, tree, span)])
+        prompt = cell.render(stage.id)
+        try:
+            return await cell.agent(lead, prompt, output, role="lead", span=span,
+                                    extra_tools=[self._spawn_tool(cell, stage, tree, span)])
+        except CellFailed as exc:
+            if exc.kind != "ToolRoundsExceeded" or not tree.refused:
+                raise
+        # The lead kept calling spawn past a bound until its tool rounds ran out. A bound never
+        # fails the cell: one last turn, without spawn, on what its sub-agents found.
+        final = cell.span("lead", lead.name, "final", agent=lead.name)
+        found = "\n".join(tree.results.get(span.key, [])) or "(none)"
+        return await cell.agent(
+            lead, f"{prompt}\n\nYour sub-agents' results:\n{found}\n\nSpawning is over for this "
+                  f"account (bounds: max_rounds={stage.max_rounds}, max_subagents="
+                  f"{stage.max_subagents}). Give your final answer now, in the required format.",
+            output, role="lead", span=final, parent=span,
+            task="final answer: spawning refused past its bounds")
 
     def _spawn_tool(self, cell, stage: OrchestrateStage, tree: _Tree, parent) -> ExtraTool:
         rounds = 0
@@ -161,10 +181,12 @@ class OrchestrateType(StageType):
             args = None
         log = _SpawnLog(cell, parent, llm_call_id, args if isinstance(args, dict) else
                         {"_raw": call.arguments}, started_at, t0)
+        extra = sorted(set(args) - {"agent", "task"}) if isinstance(args, dict) else []
         if not isinstance(args, dict) or not isinstance(args.get("task"), str) \
-                or not args["task"].strip() or args.get("agent") not in subs:
+                or not args["task"].strip() or args.get("agent") not in subs or extra:
             msg = (f"spawn needs {{agent, task}} with agent one of: {', '.join(stage.agents)} "
-                   "and a non-empty task")
+                   "and a non-empty task" + (f"; unexpected argument(s): {', '.join(extra)}"
+                                             if extra else ""))
             return log.finish("invalid_args", {"error": msg}, error=msg)
         agent, task = args["agent"], args["task"].strip()
         refusal = None
@@ -184,24 +206,33 @@ class OrchestrateType(StageType):
         span = cell.span("sub", agent, task, n, parent=parent, depth=parent.depth + 1, agent=agent)
         done = cell.finished(span)
         if done is not None:  # finished before a crash: its output is in the log
+            tree.heard(parent.key, agent, task, json.dumps(done["output"], default=str))
             return log.finish("reused", {"agent": agent, "output": done["output"]}, child=span.id)
         prompt = (cell.render(f"{stage.id}.subagent", task=task, agent=agent)
                   if cell.has_template(f"{stage.id}.subagent") else task)
-        extra = []
+        tools = []
         if span.depth < stage.max_depth:
-            extra.append(self._spawn_tool(cell, stage, tree, span))
+            tools.append(self._spawn_tool(cell, stage, tree, span))
+        spans_before = cell.spans
         try:
             result = await cell.agent(subs[agent], prompt, sub_output, role="subagent", span=span,
-                                      parent=parent, task=task, extra_tools=extra)
+                                      parent=parent, task=task, extra_tools=tools, refusable=True)
         except BudgetExceeded as exc:  # the account's budget: a bound like the others
+            if exc.whole_run:
+                raise
             tree.refused += 1
             msg = f"spawn refused: {exc.message}; give your final answer with what you have"
-            return log.finish("refused", {"error": msg, "refused": True}, error=msg, child=span.id)
+            # a sub-agent refused before its first call has no span, like any other refusal;
+            # one stopped part-way keeps its span (status refused): its calls were paid
+            child = span.id if cell.spans > spans_before else None
+            return log.finish("refused", {"error": msg, "refused": True}, error=msg, child=child)
         except (CellFailed, ProviderError) as exc:
             if isinstance(exc, ProviderError) and exc.stops_run:
                 raise
             msg = f"sub-agent '{agent}' failed: {exc.message}"
+            tree.heard(parent.key, agent, task, msg)
             return log.finish("error", {"agent": agent, "error": msg}, error=msg, child=span.id)
+        tree.heard(parent.key, agent, task, json.dumps(result, default=str))
         return log.finish("ok", {"agent": agent, "output": result}, child=span.id)
 
     def mock_turn(self, request, seed: str) -> list[ToolCallRequest] | None:

@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentctl.agents import CellFailed
+from agentctl.agents import CellFailed, output_instructions
 from agentctl.engine.cell import CellResult, all_or_cancel
 from agentctl.errors import AgentctlError, ProviderError
 from agentctl.runlog.writer import utcnow
 from agentctl.spec.base import (
     Ident, OutputField, StageBase, check_one_prompt, output_block, prompt_file_field)
-from agentctl.spec.outputs import TEXT_FIELDS
+from agentctl.spec.outputs import TEXT_FIELDS, output_json_schema
 from agentctl.stages.base import AgentRef, Fields, Projection, PromptSlot, StageType
 
 
@@ -70,17 +70,24 @@ def _chunks(seq: list, size: int) -> list[list]:
     return [seq[i:i + size] for i in range(0, len(seq), size)]
 
 
-def tree_calls(items: int, batch_size: int, fits: int | None = None) -> int:
-    """The calls `_reduce`'s map-reduce tree makes over ``items`` (more than ``batch_size``):
-    one map per batch; at each level, one merge per group of ``batch_size`` partials, a lone
-    leftover partial going up unmerged; and the final merge once ``batch_size`` or fewer
-    remain, or once the partials fit in one prompt (``fits`` of them do)."""
+def tree_merges(items: int, batch_size: int, fits: int | None = None) -> list[int]:
+    """The merge calls `_reduce`'s map-reduce tree makes over ``items`` (more than
+    ``batch_size``), as the number of partials each one merges: at each level, one merge per
+    group of ``batch_size`` partials, a lone leftover partial going up unmerged; then the final
+    merge, once ``batch_size`` or fewer remain or once the partials fit in one prompt
+    (``fits`` of them do)."""
     partials = math.ceil(items / batch_size)
-    calls = partials
+    merges: list[int] = []
     while partials > batch_size and (fits is None or partials > fits):
-        calls += partials // batch_size + (1 if partials % batch_size > 1 else 0)
+        full, rest = divmod(partials, batch_size)
+        merges += [batch_size] * full + ([rest] if rest > 1 else [])
         partials = math.ceil(partials / batch_size)
-    return calls + 1
+    return merges + [partials]
+
+
+def tree_calls(items: int, batch_size: int, fits: int | None = None) -> int:
+    """The calls of that tree: one map per batch, and its merges (`tree_merges`)."""
+    return math.ceil(items / batch_size) + len(tree_merges(items, batch_size, fits))
 
 
 class ReduceType(StageType):
@@ -105,23 +112,46 @@ class ReduceType(StageType):
     def output_fields(self, stage: ReduceStage) -> Fields:
         return stage.output or TEXT_FIELDS
 
-    def project(self, stage: ReduceStage, measured, upstream: float, reached: int) -> Projection:
+    def project(self, stage: ReduceStage, measured, upstream: float, reached: int, *,
+                spec: Any = None) -> Projection:
         """The prompt grows with the accounts, the calls do not: one, or (once the prompt
         passes ``max_input_tokens``) the map-reduce tree `_reduce` builds over that many
-        accounts, call for call; one output per call."""
+        accounts, call for call, with `_reduce`'s own fit test: the system prompt, the merge
+        framing and the partials (sized from the sample's outputs) must fit in one merge.
+        Input tokens count the system prompt and output instructions every call repeats, the
+        accounts once (in the maps), and each merge's framing and partials."""
         base = super().project(stage, measured, upstream, reached)
         items = round(base.items)
+        sample_calls = max(measured["llm_calls"], 1)
+        sample_items = max(measured["ok"] + measured["failed"]
+                           + measured.get("awaiting_approval", 0), 1)
+        system = _tokens(spec.systems.get(stage.agent, "")) if spec is not None else 0
+        repeated = system + _tokens(output_instructions(output_json_schema(self.output_fields(stage))))
+        per_item = max(measured["input_tokens"] - sample_calls * repeated, 0) / sample_items
+        per_output = measured["output_tokens"] / sample_calls
         if items == 0:  # nobody reaches it: the run records it skipped, without a call
-            calls = 0
-        elif items <= stage.batch_size or base.input_tokens <= stage.max_input_tokens:
-            calls = 1
-        else:  # how many partials fit in one merge prompt, from the sample's output sizes
-            per_partial = measured["output_tokens"] / max(measured["llm_calls"], 1)
-            fits = int(stage.max_input_tokens // per_partial) if per_partial else None
-            calls = tree_calls(items, stage.batch_size, fits)
+            return dataclasses.replace(base, llm_calls=0, input_tokens=0, output_tokens=0,
+                                       cost_usd=0.0, unpriced_calls=0)
+        if items <= stage.batch_size or system + items * per_item <= stage.max_input_tokens:
+            calls, tin = 1, repeated + items * per_item
+        else:
+            merge_text = (spec.prompts.get(f"{stage.id}.merge") if spec is not None else None)
+            framing = _tokens(merge_text or self._merge_prompt(None, stage, [], items))
+            per_partial = per_output + 2  # the partial's JSON, numbered, on its own line
+            fits = int((stage.max_input_tokens - system - framing) // per_partial) \
+                if per_partial else None
+            merges = tree_merges(items, stage.batch_size, None if fits is None else max(fits, 0))
+            maps = math.ceil(items / stage.batch_size)
+            calls = maps + len(merges)
+            tin = (maps * repeated + items * per_item
+                   + sum(repeated + framing + k * per_partial for k in merges))
+        tout = per_output * calls
+        measured_tokens = measured["input_tokens"] + measured["output_tokens"]
+        scale = (tin + tout) / measured_tokens if measured_tokens else 0.0
         return dataclasses.replace(
-            base, llm_calls=calls,
-            output_tokens=measured["output_tokens"] * calls / max(measured["llm_calls"], 1))
+            base, llm_calls=calls, input_tokens=tin, output_tokens=tout,
+            cost_usd=(measured["cost_usd"] or 0.0) * scale,
+            unpriced_calls=measured["unpriced_calls"] * calls / sample_calls)
 
     def compile(self, stage: ReduceStage, build) -> Any:
         return (build.profile(stage.agent, model=stage.model),
@@ -191,9 +221,10 @@ class ReduceType(StageType):
                                task=f"{len(partials)} partials of {len(items)} items")
 
     def _merge_prompt(self, run, stage: ReduceStage, partials: list[dict], n: int) -> str:
-        """The prompt merging ``partials``, which together cover ``n`` items."""
+        """The prompt merging ``partials``, which together cover ``n`` items (``run`` None:
+        the built-in framing alone, for `project`)."""
         slot = f"{stage.id}.merge"
-        if run.has_template(slot):
+        if run is not None and run.has_template(slot):
             return run.render(slot, partials=partials, items_count=n)
         body = "\n".join(f"{i}. {json.dumps(p, ensure_ascii=False)}" for i, p in enumerate(partials, 1))
         return ("The items were too many for one request, so each batch was answered "

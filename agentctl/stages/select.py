@@ -118,7 +118,8 @@ class SelectType(StageType):
         source, _, name = stage.by.partition(".")
         return output_fields(build.pipeline.stage(source)).get(name)
 
-    def project(self, stage: SelectStage, measured, upstream: float, reached: int) -> Projection:
+    def project(self, stage: SelectStage, measured, upstream: float, reached: int, *,
+                spec=None) -> Projection:
         """The share ``where`` kept in the sample, capped at ``top``; no calls."""
         ran = measured["ok"] + measured["failed"] + measured.get("awaiting_approval", 0)
         considered = max(ran + measured["filtered"], 1)
@@ -127,15 +128,31 @@ class SelectType(StageType):
         return Projection(items=kept, reach=kept)
 
     async def decide(self, run) -> dict[str, CellResult]:
+        """Rank the accounts that pass `where`. A `where` that raises on one account's values
+        fails that account's cell alone, naming it, as a per-account `when` does; the others
+        are ranked without it. (Failing rather than filtering: a condition that cannot be
+        evaluated is a bug in the spec or the data, and a silent `filtered` would hide it as
+        "did not qualify"; `retry --stage <select>` ranks again once it is fixed.)"""
+        from agentctl.errors import AgentctlError
         from agentctl.spec.templates import eval_condition
 
         stage: SelectStage = run.plan.stage
-        candidates = [c for c in run.items if not stage.where or eval_condition(stage.where, c[2])]
+        out: dict[str, CellResult] = {}
+        candidates = []
+        for c in run.items:
+            try:
+                if not stage.where or eval_condition(stage.where, c[2]):
+                    candidates.append(c)
+            except AgentctlError as exc:
+                out[c[1]] = CellResult(
+                    "failed", error=f"'where' of '{run.plan.id}' failed for account {c[1]}: "
+                                    f"{exc.message}", error_type=type(exc).__name__)
         ranked = rank(candidates, stage.by, stage.order, run.plan.runtime)
         keep = ranked[: stage.top] if stage.top else ranked
         chosen = {key: n for n, (_, key, _) in enumerate(keep, start=1)}
-        out = {}
         for _, key, _ in run.items:
+            if key in out:
+                continue
             if key in chosen:
                 out[key] = CellResult("ok", {"selected": True, "rank": chosen[key]})
             else:

@@ -67,10 +67,18 @@ MAX_SCHEMA_DEPTH = 8
 
 @dataclass
 class Reply:
-    """One scripted answer; ``status != 200`` sends an OpenAI-style error body."""
+    """One scripted answer; ``status != 200`` sends an OpenAI-style error body.
+
+    What real providers also send: ``finish_reason`` ("length", "content_filter"; default
+    "tool_calls" or "stop"), ``refusal`` (OpenAI's ``message.refusal``), ``usage`` (a dict sent
+    as is, or ``NO_USAGE`` for none), ``model`` (the name the reply reports), ``raw`` (this body
+    text, sent as is with ``status`` and ``content_type``) and ``dribble`` (seconds between
+    8-byte pieces of the body, after the headers went out at once)."""
 
     content: str | None = None
-    tool_calls: list[dict] | None = None  # [{"name": ..., "arguments": dict | raw str}]
+    # [{"name": ..., "arguments": dict | raw str}]; optional "id"; a call without "name"
+    # is sent without one
+    tool_calls: list[dict] | None = None
     status: int = 200  # with error_type set and status 200, the status follows error_type
     error_type: str | None = None
     headers: dict[str, str] | None = None
@@ -78,6 +86,16 @@ class Reply:
     hang: bool = False
     reset: bool = False
     malformed: bool = False
+    finish_reason: str | None = None
+    refusal: str | None = None
+    usage: Any = None
+    model: str | None = None
+    raw: str | None = None
+    content_type: str = "application/json"
+    dribble: float | None = None
+
+
+NO_USAGE = "no usage"  # Reply(usage=NO_USAGE): the reply has no `usage` key
 
 
 @dataclass
@@ -284,6 +302,10 @@ class FakeLLM:
         body["_delay"] = delay
         if reply.reset:
             return None
+        if reply.raw is not None:
+            body["_status"] = reply.status
+            return web.Response(status=reply.status, text=reply.raw,
+                                content_type=reply.content_type, headers=reply.headers)
         if reply.malformed:
             body["_status"] = 200
             return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [{"mess',
@@ -293,7 +315,9 @@ class FakeLLM:
             body["_status"] = status
             return web.json_response(payload, status=status, headers=reply.headers)
         payload = _completion(body, reply, next(self._ids))
-        body["_usage"], body["_status"] = payload["usage"], 200
+        body["_usage"], body["_status"] = payload.get("usage"), 200
+        if reply.dribble is not None:
+            return await _dribble(request, payload, reply)
         return web.json_response(payload, headers=reply.headers)
 
     def _base_delay(self, body: dict) -> float:
@@ -354,6 +378,23 @@ class FakeLLM:
         return default_reply(body)
 
 
+async def _dribble(request: web.Request, payload: dict, reply: Reply) -> web.StreamResponse:
+    """Headers at once, then the body 8 bytes at a time, ``reply.dribble`` seconds apart."""
+    data = json.dumps(payload).encode()
+    response = web.StreamResponse(status=200, headers=reply.headers)
+    response.content_type = "application/json"
+    response.content_length = len(data)
+    await response.prepare(request)
+    try:
+        for i in range(0, len(data), 8):
+            await response.write(data[i:i + 8])
+            await asyncio.sleep(reply.dribble)
+        await response.write_eof()
+    except ConnectionError:  # the client gave up waiting
+        pass
+    return response
+
+
 async def _wait(event: asyncio.Event, timeout: float) -> None:
     try:
         await asyncio.wait_for(event.wait(), timeout)
@@ -383,26 +424,33 @@ def _error_payload(reply: Reply) -> tuple[int, dict]:
 
 def _completion(body: dict, reply: Reply, seq: int) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.refusal is not None:
+        message["refusal"] = reply.refusal
     spoken = reply.content or ""
     if reply.tool_calls:
         calls = []
         for i, call in enumerate(reply.tool_calls):
             args = call.get("arguments", {})
             args = args if isinstance(args, str) else json.dumps(args)
-            calls.append({"id": f"call_fake{seq}_{i}", "type": "function",
-                          "function": {"name": call["name"], "arguments": args}})
-            spoken += call["name"] + args
+            function = {"name": call["name"]} if "name" in call else {}
+            calls.append({"id": call.get("id", f"call_fake{seq}_{i}"), "type": "function",
+                          "function": {**function, "arguments": args}})
+            spoken += str(call.get("name") or "") + args
         message["tool_calls"] = calls
     prompt_tokens = math.ceil(len(json.dumps(body.get("messages", []))) / 4)
     completion_tokens = math.ceil(len(spoken) / 4)
-    return {
+    usage = reply.usage if reply.usage is not None else {
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens}
+    finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+    payload = {
         "id": f"chatcmpl-fake{seq}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "fake"), "system_fingerprint": None,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "model": reply.model or body.get("model", "fake"), "system_fingerprint": None,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
     }
+    if usage != NO_USAGE:
+        payload["usage"] = usage
+    return payload
 
 
 # -- the default model ---------------------------------------------------------------------
