@@ -57,12 +57,6 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     if run["status"] == "running" and not queries.looks_dead(run):
         raise ConfigError(f"run {run['run_id']} is still running (pid {run['pid']} on {run['host']}); "
                           "wait for it, or stop it first")
-    if not retry and run["status"] in ("completed", "completed_with_errors"):
-        failed = run["status"] == "completed_with_errors"
-        raise NothingToResume(
-            f"run {run['run_id']} has ended ({run['status']}): nothing to resume"
-            + (f"; `agentctl retry {run['run_id']}` runs its failed cells again" if failed else ""),
-            exit_code=1 if failed else 0)
     spec_path = Path(run["spec_path"])
     spec = load_spec_text(run["spec_text"], path=spec_path, stored_prompts=run["prompts"] or {})
     if spec_path.is_file() and _sha256(spec_path) != run["spec_sha256"]:
@@ -77,6 +71,12 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                       max_cost_overrides=max_cost is not None)
     if max_cost is not None:
         check_flags(opts)
+    if not retry and run["status"] in ("completed", "completed_with_errors"):
+        failed = run["status"] == "completed_with_errors"
+        raise NothingToResume(
+            f"run {run['run_id']} has ended ({run['status']}): nothing to resume"
+            + (f"; `agentctl retry {run['run_id']}` runs its failed cells again" if failed else ""),
+            exit_code=1 if failed else 0)
     if opts.model:
         from agentctl.spec.loader import _override_models
 

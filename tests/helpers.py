@@ -171,6 +171,16 @@ def stage_of(request: dict) -> str:
     return name[: -len("_output")]
 
 
+def agent_of(body: dict) -> str:
+    """The agent a fake-server request came from."""
+    return body["_meta"].get("agent", "?")
+
+
+def last_user(body: dict) -> str:
+    """A request's last user message."""
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
 def last_user_text(messages: list[dict]) -> str:
     for m in reversed(messages):
         if m.get("role") == "user":

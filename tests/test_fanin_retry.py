@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.llm_server import Reply
-from tests.helpers import cell_counts, db_rows, first_line, run_inproc, write_spec
+from tests.helpers import (agent_of, cell_counts, db_rows, first_line, last_user, run_inproc,
+                           write_spec)
 
 pytestmark = pytest.mark.timeout(90)
 TAG = "[[item:{{ account.id }}]]"
@@ -49,14 +50,6 @@ def run(*args, code: int | None = None) -> str:
     if code is not None:
         assert res.exit_code == code, (res.exit_code, res.stdout[-3000:], res.stderr[-3000:])
     return first_line(res.stdout)
-
-
-def agent_of(body: dict) -> str:
-    return body["_meta"].get("agent", "?")
-
-
-def last_user(body: dict) -> str:
-    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
 
 
 def schema_name(body: dict) -> str:

@@ -293,6 +293,7 @@ def test_resume_of_a_run_that_had_not_read_its_whole_input_needs_the_file(llm, t
     run_id = first_line(run_inproc("run", spec, accounts).stdout)
     with store.connect(db) as con:  # as if it had stopped before reading the last account
         con.execute("DELETE FROM item_log WHERE run_id = ? AND item_key = ?", [run_id, account_id(3)])
+        con.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
     accounts.unlink()
 
     res = run_inproc("resume", run_id)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.llm_server import Reply
-from tests.helpers import (account_id, cell_counts, db_rows, first_line, popen_cli, run_cli,
-                           run_inproc, run_status, write_accounts, write_spec)
+from tests.helpers import (account_id, agent_of, cell_counts, db_rows, first_line, last_user,
+                           popen_cli, run_cli, run_inproc, run_status, write_accounts, write_spec)
 
 pytestmark = pytest.mark.timeout(60)
 TAG = "[[item:{{ account.id }}]]"
@@ -40,14 +40,6 @@ def run_ok(*args, code: int = 0):
     res = run_inproc(*map(str, args))
     assert res.exit_code == code, (res.exit_code, res.stdout[-3000:], res.stderr[-3000:])
     return first_line(res.stdout)
-
-
-def agent_of(body: dict) -> str:
-    return body["_meta"].get("agent", "?")
-
-
-def last_user(body: dict) -> str:
-    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
 
 
 def spans(db: Path, run_id: str, **where) -> list[dict]:
