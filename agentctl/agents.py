@@ -145,19 +145,18 @@ async def _run_tools(task: AgentTask, resp: LLMResponse, tools: ToolRunner | Non
     calls = resp.tool_calls
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(calls):
-        # "\0": no function name; "": the tool runner's; else a stage's own tool (spawn)
+        # "\0": no function name (the tool runner denies and logs it); "": the tool runner's;
+        # else a stage's own tool (spawn)
         groups.setdefault("\0" if not c.name else c.name if c.name in extra else "",
                           []).append(i)
 
     async def answer(name: str, index: list[int]) -> list[str]:
         subset = [calls[i] for i in index]
-        if name == "\0":  # nothing to run, nor to look up: denied here, said plainly
-            names = sorted({*extra, *(t["function"]["name"] for t in
-                                      (tools.offered(task.agent) if tools is not None else []))})
+        if name == "\0" and tools is None:  # nothing to run, nor to look up, nor to log
             text = ("denied: this tool call has no function name; call a tool by its name"
-                    f" ({', '.join(names) or 'none offered'})")
+                    f" ({', '.join(sorted(extra)) or 'none offered'})")
             return [json.dumps({"error": text}) for _ in subset]
-        if name:
+        if name and name != "\0":
             return await extra[name].handle(subset, resp.call_id)
         if tools is None:  # no executor at all (engine tests): refuse
             return [json.dumps({"error": f"tool '{c.name}' is not available to this agent"})

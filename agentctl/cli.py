@@ -243,8 +243,10 @@ def _display(as_json: bool):
             while True:
                 await asyncio.sleep(15)
                 t = progress.totals()
+                waiting = progress.waiting_note()
                 print(f"[{progress.elapsed:.0f}s] cells {t['cells']} ok {t['ok']} failed "
-                      f"{t['failed']} calls {t['llm_calls']}", file=sys.stderr, flush=True)
+                      f"{t['failed']} calls {t['llm_calls']}" + (f" ({waiting})" if waiting else ""),
+                      file=sys.stderr, flush=True)
 
     return live
 

@@ -58,7 +58,10 @@ def progress_table(progress: RunProgress, *, title: str | None = None) -> Table:
                   str(c.ok), _red(c.failed), str(c.skipped + c.filtered), str(c.in_flight),
                   str(c.calls), tokens(c.input_tokens + c.output_tokens),
                   money(c.cost_usd, c.unpriced_calls, mock=progress.mock))
-    t.caption = f"elapsed {duration(progress.elapsed)}" + ("  ·  MOCK MODEL (offline, no cost)" if progress.mock else "")
+    waiting = progress.waiting_note()
+    t.caption = (f"elapsed {duration(progress.elapsed)}"
+                 + ("  ·  MOCK MODEL (offline, no cost)" if progress.mock else "")
+                 + (f"  ·  {waiting}" if waiting else ""))
     return t
 
 

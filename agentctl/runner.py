@@ -350,7 +350,7 @@ async def _drive(prep: Prepared, run_id: str, recorder: RunRecorder, progress: R
 
     routes = build_routes(spec.pipeline)
     governor = RateGovernor(spec.pipeline.limits, routes, default_concurrency=prep.concurrency)
-    progress.rate_limits = governor.pushback
+    progress.rate_limits, progress.held_back = governor.pushback, governor.waiting
     limiter = PriorityLimiter(prep.concurrency)
     stage_limiters = {p.id: PriorityLimiter(p.concurrency) for p in prep.plans if p.concurrency}
     caller = ModelCaller(

@@ -348,6 +348,9 @@ def test_a_tool_call_without_a_name_is_denied_and_no_null_name_goes_back(llm, tm
     error = json.loads(answer["content"])["error"]
     assert "no function name" in error and "nap" in error and "None" not in error
     assert db_rows(db, "SELECT status FROM cells WHERE run_id = ?", [run_id])[0]["status"] == "ok"
+    # every tool call the model made has its row, this one too
+    (row,) = db_rows(db, "SELECT tool, status, error FROM tool_calls WHERE run_id = ?", [run_id])
+    assert row["tool"] == "" and row["status"] == "denied" and "no function name" in row["error"]
 
 
 def test_tool_calls_sharing_an_id_get_their_own_ids_and_answers(llm, tmp_path, db, monkeypatch):

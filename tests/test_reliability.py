@@ -626,3 +626,28 @@ def test_a_saturated_lane_pauses_for_sixty_seconds_at_most():
         return lane.paused_until - asyncio.get_running_loop().time()
 
     assert 50 < asyncio.run(pause_after_a_storm()) <= 60
+
+
+def test_progress_says_when_calls_wait_for_a_rate_limit():
+    """Under its own rpm limit a run looks idle: the progress line says what holds it back."""
+    import asyncio
+
+    from agentctl.engine.progress import RunProgress
+    from agentctl.llm.caller import Route
+    from agentctl.llm.governor import RateGovernor
+    from agentctl.spec.models import Limit
+
+    async def three_calls_at_once() -> tuple[dict, str]:
+        gov = RateGovernor({"fast": Limit(rpm=60)}, {"fast": Route("fast", "openai/x", {})},
+                           default_concurrency=8)
+        progress = RunProgress(held_back=gov.waiting)
+        calls = [asyncio.create_task(gov.acquire("fast", 10)) for _ in range(3)]
+        await asyncio.sleep(0.3)  # the first went at once; the next two wait 1 s and 2 s
+        seen = gov.waiting(), progress.waiting_note()
+        for c in calls:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        return seen
+
+    waiting, note = asyncio.run(three_calls_at_once())
+    assert waiting == {"fast": 2} and note == "2 calls wait for the rate limit of fast"

@@ -125,12 +125,17 @@ class ToolExecutor:
             return finish("invalid_args", _err(f"arguments are not valid JSON: {exc}"),
                           error=f"arguments are not valid JSON: {exc}")
         row["arguments"] = args
-        tool = self.registry.called_tool(self._granted.get(agent, {}), call.name)
+        tool = self.registry.called_tool(self._granted.get(agent, {}), call.name) if call.name else None
         if tool is None:
             # the stage's own tools (an orchestrate lead's spawn) are allowed as well
-            allowed = sorted({*self._granted.get(agent, {}), *(meta or {}).get("extra_tools", ())})
-            msg = (f"tool '{call.name}' is not available to agent '{agent}' (not permitted); "
-                   f"allowed: {', '.join(allowed) or 'none'}")
+            allowed = ", ".join(sorted({*self._granted.get(agent, {}),
+                                        *(meta or {}).get("extra_tools", ())})) or "none"
+            if not call.name:  # logged under no name, never sent back as one (see agents.py)
+                row["tool"] = ""
+                msg = f"denied: this tool call has no function name; call a tool by its name ({allowed})"
+            else:
+                msg = (f"tool '{call.name}' is not available to agent '{agent}' (not permitted); "
+                       f"allowed: {allowed}")
             return finish("denied", _err(msg), error=msg)
         row["tool"] = tool.name
         try:

@@ -38,6 +38,7 @@ class RunProgress:
     mock: bool = False
     prior_usage: dict[str, dict] = field(default_factory=dict)  # a resumed run's, by stage
     rate_limits: Callable[[], list[dict[str, Any]]] | None = None  # the rate governor's pushback
+    held_back: Callable[[], dict[str, int]] | None = None  # calls waiting for a rate limit, by lane
     # what a retry did that a reader must know: actions withdrawn, or taken and not undoable,
     # for accounts a fan-in no longer lets through (in `totals` as `notes`, when there are any)
     notes: list[str] = field(default_factory=list)
@@ -74,6 +75,15 @@ class RunProgress:
             c.unpriced_calls += 1
         else:
             c.cost_usd += resp.cost_usd
+
+    def waiting_note(self) -> str:
+        """'3 calls wait for openai's rate limit' while calls are held back, else ''."""
+        lanes = self.held_back() if self.held_back else {}
+        if not lanes:
+            return ""
+        n = sum(lanes.values())
+        return (f"{n} call{'s' if n != 1 else ''} wait{'' if n != 1 else 's'} for the rate limit"
+                f" of {', '.join(sorted(lanes))}")
 
     @property
     def elapsed(self) -> float:

@@ -51,6 +51,7 @@ class Lane:
     lowest: int = 0          # the lowest concurrency the lane was cut to
     pauses: int = 0
     paused_s: float = 0.0    # seconds the whole lane stood still for the provider
+    waiting: int = 0         # callers waiting now for their rpm/tpm turn or a pause's end
     recent: "deque[bool]" = field(default_factory=lambda: deque(maxlen=WINDOW))  # True = 429
 
     def saturated(self) -> bool:
@@ -73,7 +74,11 @@ class Lane:
                 break
             # in short steps: a call that settles gives back what its token estimate
             # over-reserved (and a pause may be cut short), and waiters should see it
-            await asyncio.sleep(min(wait, RECHECK_S))
+            self.waiting += 1
+            try:
+                await asyncio.sleep(min(wait, RECHECK_S))
+            finally:
+                self.waiting -= 1
         now = loop.time()
         if self.rpm:
             self.next_request_at = max(self.next_request_at, now) + 60.0 / self.rpm
@@ -165,6 +170,11 @@ class RateGovernor:
                 if lane.successes >= lane.limiter.limit:  # additive increase: +1 per window
                     lane.successes = 0
                     lane.limiter.set_limit(lane.limiter.limit + 1)
+
+    def waiting(self) -> dict[str, int]:
+        """Calls held back now, by lane: by the spec's rpm/tpm limits or a provider's pause
+        (the progress display says why a run looks idle)."""
+        return {k: lane.waiting for k, lane in self.lanes.items() if lane.waiting}
 
     def pushback(self) -> list[dict[str, Any]]:
         """What the providers' rate limits did to this session, per lane that saw a 429: the
