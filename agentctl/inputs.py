@@ -45,6 +45,7 @@ import duckdb
 
 from agentctl.errors import ConfigError, InputError
 from agentctl.spec.models import InputSpec
+from agentctl.text import may_hold_surrogates
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 SUPPORTED = ".csv, .tsv, .jsonl/.ndjson, .parquet"
@@ -296,7 +297,7 @@ class AccountsFile:
             if not isinstance(obj, dict):
                 self._fail(f"{where} is a JSON {_json_type(obj)}, not an object; each line must be one "
                            f'object like {{"{self.key_column}": "...", ...}}')
-            if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(obj):
+            if may_hold_surrogates(text) and _lone_surrogate(obj):
                 self._fail(f"{where}: a \\uD800-\\uDFFF escape that is half of a character pair "
                            "(a cut emoji?) is not text; fix or remove it in the file")
             for column in needed:

@@ -88,11 +88,11 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
     prior = {k: CellResult(c["status"], c["output"], c["error"], c["error_type"],
                            usage={u: c[u] for u in USAGE}, changed=False)
              for k, c in cells.items()}
-    carried = Carried()
+    dropped = Dropped([], set(), {})
     if retry or retry_failed or retry_stage:
         prior, run_outputs, dropped = _drop_for_retry(prior, plans, failed_only=retry_failed,
                                                       stage=retry_stage, run_outputs=run_outputs)
-        carried = _retry_plan(prior, plans, dropped, actions, carried)
+    rerun = _held_for_fan_in(prior, dropped, actions)
     prep = Prepared(opts, spec, accounts, summary, db_path, plans,
                     opts.concurrency or spec.pipeline.defaults.concurrency)
     check_budget_prices(prep)
@@ -104,13 +104,10 @@ def prepare_resume(run_id: str, db: str | None, *, mock: bool | None = None,
                           "(resume or retry) just now; see `agentctl runs`")
     # a reduce may run again even with a stored output (an account reaches it only now)
     reduces = [p.id for p in plans if p.type.fan_in and p.type.calls_models]
-    from agentctl.runlog.earlier import earlier_usage
-
-    earlier = earlier_usage(db_path, run["run_id"], cells=carried.dropped,
-                            stages=sorted(carried.at_risk), reduces=reduces)
-    carried.cells, carried.spans, carried.outputs = (earlier["cells"], earlier["spans"],
-                                                     earlier["outputs"])
-    carried.dropped = []
+    earlier = queries.earlier_usage(db_path, run["run_id"], cells=dropped.cells + sorted(rerun),
+                                    stages=sorted(dropped.at_risk), reduces=reduces)
+    carried = Carried(cells=earlier["cells"], spans=earlier["spans"], outputs=earlier["outputs"],
+                      rerun=rerun, superseded=dropped.superseded)
     return prep, ResumeState(run["run_id"], prior, items, actions, spans, run_outputs,
                              used=queries.usage_so_far(db_path, run["run_id"]),
                              carried=carried), warnings
@@ -212,22 +209,17 @@ class Dropped:
     superseded: dict[str, dict]       # stored run outputs of reduces that run again
 
 
-def _retry_plan(prior: dict, plans: list[StagePlan], dropped: Dropped, actions: dict,
-                carried: Carried) -> Carried:
-    """What the engine needs to keep a retried fan-in coherent. A stored cell waiting on an
-    action, downstream of a fan-in that decides again, must not have that action run before
-    the fan-in has decided: the account may no longer be let through. It runs again instead
-    (from the cache as far as its requests are the same), and its action runs then, if it is
-    still asked for and approved; otherwise the engine withdraws it."""
+def _held_for_fan_in(prior: dict, dropped: Dropped, actions: dict) -> set[tuple[str, str]]:
+    """Stored cells waiting on an action, downstream of a fan-in a retry decides again: the
+    action must not run before the fan-in has decided (the account may no longer be let
+    through). Such a cell runs again instead (from the cache as far as its requests are the
+    same), and its action runs then, if it is still asked for and approved; otherwise the
+    engine withdraws it."""
     waiting = {(a["item_key"], a["stage_id"]) for a in actions.values()
                if a["status"] in ("approved", "pending_approval")
                and a["stage_id"] in dropped.at_risk}
-    carried.rerun = {k for k in waiting
-                     if (r := prior.get(k)) is not None and r.status == "awaiting_approval"}
-    carried.superseded = dropped.superseded
-    carried.at_risk = dropped.at_risk
-    carried.dropped = dropped.cells + sorted(carried.rerun)
-    return carried
+    return {k for k in waiting
+            if (r := prior.get(k)) is not None and r.status == "awaiting_approval"}
 
 
 async def settle_approved_actions(resume: ResumeState, executor, registry, ledger, prior,
@@ -240,16 +232,13 @@ async def settle_approved_actions(resume: ResumeState, executor, registry, ledge
     from agentctl.tools.base import ToolContext
 
     for key, action in list(ledger.rows.items()):
-        if (action["item_key"], action["stage_id"]) in resume.carried.rerun:
-            # its cell runs again once a retried fan-in has decided (see _retry_plan): the
-            # action runs then if the cell still asks for it, and is withdrawn otherwise
-            if action["status"] == "pending_approval" and forced == "auto":
-                await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
-                                  "decided_at": utcnow()})
-            continue
         if action["status"] == "pending_approval" and forced == "auto":
             action = await ledger.put({**action, "status": "approved", "decided_by": "auto-approve",
                                        "decided_at": utcnow()})
+        if (action["item_key"], action["stage_id"]) in resume.carried.rerun:
+            # its cell runs again once a retried fan-in has decided (see _held_for_fan_in): the
+            # action runs then if the cell still asks for it, and is withdrawn otherwise
+            continue
         elif action["status"] == "pending_approval" and forced == "dry_run":
             await ledger.put({**action, "status": "dry_run"})
             continue

@@ -52,8 +52,7 @@ class Ledger:
         self.write(dict(row))
 
     async def put(self, row: dict, *, durable: bool = True) -> dict:
-        self.rows[row["idempotency_key"]] = row
-        self.write(dict(row))
+        self.put_soon(row)
         if durable:
             await self.flush()
         return row

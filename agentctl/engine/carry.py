@@ -31,9 +31,6 @@ class Carried:
     outputs: dict[str, Usage] = field(default_factory=dict)             # reduce stage id
     rerun: set[tuple[str, str]] = field(default_factory=set)
     superseded: dict[str, Any] = field(default_factory=dict)            # stage id -> old output
-    # for `resume` while it builds this: stages a retried fan-in may change, cells it drops
-    at_risk: set[str] = field(default_factory=set)
-    dropped: list[tuple[str, str]] = field(default_factory=list)
 
     def cell(self, key: str | None, stage_id: str, usage: CellUsage) -> CellUsage:
         return with_earlier(usage, self.cells.pop((key, stage_id), None) if key is not None else None)

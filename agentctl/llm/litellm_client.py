@@ -77,7 +77,9 @@ def _import_quietly() -> None:
 def _deferred_pydantic_builds() -> Iterator[None]:
     """pydantic models defined inside the block build their validators when first used,
     not when defined. litellm defines ~1,800 and a run uses a few dozen: this takes ~0.4 s
-    off every run's start-up (the openai SDK already defers its own models this way)."""
+    off every run's start-up (the openai SDK already defers its own models this way). The
+    import runs on the preload thread: a model agentctl defines meanwhile (a stage's output
+    schema) is deferred too, which only moves its build to its first validation."""
     import pydantic
 
     config = pydantic.BaseModel.model_config

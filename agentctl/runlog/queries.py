@@ -379,6 +379,48 @@ def usage_so_far(path: Path, run_id: str) -> dict[str, Any]:
             "spent": {item_key: float(usd) for item_key, usd in spent if usd}}
 
 
+def earlier_usage(path: Path, run_id: str, *, cells: list[tuple[str, str]],
+                  stages: list[str], reduces: list[str]) -> dict[str, dict[Any, tuple]]:
+    """What a run's earlier sessions spent on the rows a resume or retry may write again, whose
+    attempts, tokens and cost must then cover every session: the `cells` a retry drops, every
+    cell of `stages` (downstream of a retried fan-in), cells that had calls but no row (stopped
+    mid-way), and the run-level work of `reduces`. Only those are read, never a big run's
+    finished cells. Returns {"cells": {(item, stage): u}, "spans": {span_id: u},
+    "outputs": {stage: u}}, u = (attempts, input_tokens, output_tokens, cost_usd, unpriced)."""
+    with store.connect(path, read_only=True) as con:
+        rows = con.execute("""
+            WITH want AS (SELECT unnest(?::VARCHAR[]) AS item_key, unnest(?::VARCHAR[]) AS stage_id),
+            calls AS (
+                SELECT l.* FROM llm_calls l
+                WHERE l.run_id = ? AND (
+                    CASE WHEN l.item_key IS NULL THEN list_contains(?::VARCHAR[], l.stage_id)
+                    ELSE list_contains(?::VARCHAR[], l.stage_id)
+                         OR EXISTS (SELECT 1 FROM want w WHERE w.item_key = l.item_key
+                                                          AND w.stage_id = l.stage_id)
+                         OR NOT EXISTS (SELECT 1 FROM cells c WHERE c.run_id = l.run_id
+                                        AND c.item_key = l.item_key AND c.stage_id = l.stage_id)
+                    END))
+            -- one scan, two groupings: by cell (item_key NULL: a reduce's run-level work), by span
+            SELECT grouping(span_id) = 0 AS by_span, item_key, stage_id, span_id,
+                   count(*), coalesce(sum(input_tokens), 0)::BIGINT,
+                   coalesce(sum(output_tokens), 0)::BIGINT, coalesce(sum(cost_usd), 0)::DOUBLE,
+                   coalesce(bool_or(cost_usd IS NULL AND status IN ('ok', 'invalid')), false)
+            FROM calls GROUP BY GROUPING SETS ((item_key, stage_id), (span_id))""",
+            [[c[0] for c in cells], [c[1] for c in cells], run_id, list(reduces),
+             list(stages)]).fetchall()
+    out: dict[str, dict[Any, tuple]] = {"cells": {}, "spans": {}, "outputs": {}}
+    for by_span, item, stage, span, *sums in rows:
+        usage = (int(sums[0]), int(sums[1]), int(sums[2]), float(sums[3]), bool(sums[4]))
+        if by_span:
+            if span is not None:
+                out["spans"][span] = usage
+        elif item is None:
+            out["outputs"][stage] = usage
+        else:
+            out["cells"][(item, stage)] = usage
+    return out
+
+
 def actions_for_review(path: Path, run_id: str, *, statuses: tuple[str, ...] = ("pending_approval",)
                        ) -> tuple[str, list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Actions in the given states, each with its cell's status (`cell_status`), and every
